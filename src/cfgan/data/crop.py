@@ -1,0 +1,96 @@
+"""Tile or resize split images into the crops that training and evaluation read.
+
+`tile`: slide a crop_size window with `stride`; a crop's label comes from its mask (damaged
+when at least `damaged_min_fraction` of its pixels are damage, undamaged when none are; crops
+in between are ambiguous and skipped), or from its image when there is no mask. `resize`:
+the whole image, resized. Either way crops are resized to `image_size` and written as PNG,
+and `manifest.csv` (path, label, mask_path, source_id, split; paths relative to the manifest)
+is the only thing later steps read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import UserError
+from .images import read_mask, read_rgb, save_png
+
+MANIFEST_COLUMNS = ["path", "label", "mask_path", "source_id", "split"]
+
+
+def _resize(array: np.ndarray, size: int, is_mask: bool) -> np.ndarray:
+    if array.shape[0] == size and array.shape[1] == size:
+        return array
+    im = Image.fromarray(array)
+    return np.asarray(im.resize((size, size), Image.NEAREST if is_mask else Image.BILINEAR))
+
+
+def _windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, int]]:
+    if h < crop or w < crop:
+        return []
+    ys = list(range(0, h - crop + 1, stride))
+    xs = list(range(0, w - crop + 1, stride))
+    return [(y, x) for y in ys for x in xs]
+
+
+def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int) -> pd.DataFrame:
+    """Write crops under out_dir/{split}/ and return the manifest rows (paths relative to out_dir's parent)."""
+    rng = np.random.default_rng(seed)
+    size = cfg["image_size"]
+    rows = []
+    for split in ("train", "val", "test"):
+        (out_dir / "crops" / split).mkdir(parents=True, exist_ok=True)
+    for rec in tqdm(split_index.itertuples(index=False), total=len(split_index), desc="crop", unit="img"):
+        image = read_rgb(rec.path)
+        has_mask = isinstance(rec.mask_path, str) and rec.mask_path != ""
+        mask = read_mask(rec.mask_path, int(rec.mask_min_value)) if has_mask else None
+        if mask is not None and mask.shape != image.shape[:2]:
+            raise UserError(f"{rec.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {rec.path} is "
+                            f"{image.shape[1]}x{image.shape[0]} (width x height)")
+        stem = str(rec.source_id).replace("/", "_")
+        if cfg["mode"] == "resize":
+            pieces = [(image, mask, int(rec.label))]
+        else:
+            crop = cfg.get("crop_size", size)
+            wins = _windows(*image.shape[:2], crop, cfg.get("stride", crop))
+            if not wins:
+                raise UserError(f"{rec.path}: image {image.shape[1]}x{image.shape[0]} is smaller than crop_size {crop}")
+            pieces = []
+            for y, x in wins:
+                m = mask[y:y + crop, x:x + crop] if mask is not None else None
+                if m is None:
+                    label = int(rec.label)
+                else:
+                    frac = m.mean()
+                    if frac == 0:
+                        label = 0
+                    elif frac >= cfg.get("damaged_min_fraction", 0.0):
+                        label = 1
+                    else:
+                        continue  # a sliver of damage: neither class, skipped
+                pieces.append((image[y:y + crop, x:x + crop], m, label))
+            limit = cfg.get("max_crops_per_image")
+            if limit and len(pieces) > limit:
+                keep = sorted(rng.choice(len(pieces), limit, replace=False))
+                pieces = [pieces[i] for i in keep]
+        for k, (img, m, label) in enumerate(pieces):
+            rel = Path("crops") / rec.split / f"{stem}_{k:03d}.png"
+            save_png(out_dir / rel, _resize(img, size, False))
+            mask_rel = ""
+            if m is not None:
+                mask_rel = str(Path("crops") / rec.split / f"{stem}_{k:03d}_mask.png")
+                save_png(out_dir / mask_rel, _resize(m.astype(np.uint8) * 255, size, True))
+            rows.append({"path": str(rel), "label": label, "mask_path": mask_rel,
+                         "source_id": rec.source_id, "split": rec.split})
+    manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS)
+    for split in ("train", "val", "test"):
+        labels = set(manifest.loc[manifest["split"] == split, "label"])
+        if labels != {0, 1}:
+            raise UserError(f"crop: the {split} split has label(s) {sorted(labels)} only after cropping; "
+                            f"need both classes (more source images, or a different crop_size/damaged_min_fraction)")
+    return manifest

@@ -1,0 +1,89 @@
+"""Fetch files by URL, resumably, verify their sha256, and extract archives safely."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import UserError
+
+
+def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(url: str, dest: Path, sha256: str, manual: str = "", timeout: float = 30.0) -> Path:
+    """Download url to dest unless a verified copy is there; resume a partial `.part` file."""
+    dest = Path(dest)
+    if dest.is_file():
+        if sha256sum(dest) == sha256:
+            return dest
+        raise UserError(f"{dest}: sha256 is {sha256sum(dest)}, expected {sha256}. The file is not the one params "
+                        f"name: delete it to fetch it again from {url}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    start = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if start and response.status != 206:  # server ignored the range: start over
+                start = 0
+            total = int(response.headers.get("Content-Length", 0)) + start or None
+            with open(part, "ab" if start else "wb") as out, tqdm(total=total, initial=start, unit="B",
+                                                                   unit_scale=True, desc=dest.name) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        how = f"\n  {manual}" if manual else ""
+        raise UserError(
+            f"could not fetch {url} ({exc}).\n  Fetch it by hand and put it at {dest} (sha256 {sha256}); "
+            f"the step then verifies it and goes on.{how}") from exc
+    got = sha256sum(part)
+    if got != sha256:
+        part.unlink()
+        raise UserError(f"{url}: checksum mismatch (got sha256 {got}, expected {sha256}); the download was removed")
+    part.replace(dest)
+    return dest
+
+
+def _safe_target(root: Path, name: str) -> Path:
+    target = (root / name).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise UserError(f"archive member {name!r} would be written outside {root}; refusing to extract")
+    return target
+
+
+def extract(archive: Path, into: Path) -> None:
+    """Extract a zip or tar archive; no member may escape `into` (no '..', absolute paths or links out)."""
+    into.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():
+                target = _safe_target(into, member.filename)
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            for member in tf.getmembers():
+                _safe_target(into, member.name)
+                if member.issym() or member.islnk():
+                    _safe_target(into, str(Path(member.name).parent / member.linkname))
+            tf.extractall(into, filter="data")
+    else:
+        raise UserError(f"{archive}: not a zip or tar archive, but params mark it extract: true")

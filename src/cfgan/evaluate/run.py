@@ -1,0 +1,125 @@
+"""Evaluation steps: each loads a checkpoint and the test split, and returns tidy rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.datasets import load_split
+from ..errors import UserError
+from ..train.baselines import load_baseline
+from ..train.common import device, load_checkpoint
+from ..train.gan import load_gan
+from . import fid, robustness, saliency, uncertainty
+from .metrics import binary_metrics
+from .predict import predict, real_class_probs
+from .tidy import rows_to_frame
+
+N_EXAMPLES = 4
+
+
+def _frame(rows, dataset, run, model=None, note=""):
+    for r in rows:
+        r.setdefault("dataset", dataset)
+        r.setdefault("run", run)
+        r.setdefault("model", model)
+        r.setdefault("note", note)
+    return rows_to_frame(rows)
+
+
+def _examples(split, k=N_EXAMPLES) -> torch.Tensor:
+    """First k test crops of each class, undamaged first (a fixed, reproducible choice)."""
+    labels = split.labels
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:k] for c in (0, 1)])
+    return idx
+
+
+def run_fid(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
+    dev, bs = device(), params["evaluate"]["batch_size"]
+    g, d, ckpt = load_gan(checkpoint, dev)
+    test = load_split(manifest, "test")
+    out = predict(test, g=g, batch_size=bs, device=dev, seed=params["seed"], keep_counterfactuals=True)
+    x_cf = out["x_cf"]
+    cfg = params["evaluate"]["fid"]
+    net, note = fid.inception(cfg["dims"], cfg["inception_weights"], cfg["allow_untrained_inception"], dev)
+    real = fid.activations(net, test.images.float() / 255, bs, dev)
+    fake = fid.activations(net, x_cf, bs, dev)
+    rows = []
+    for subset, (value, n_real, n_fake) in fid.fid_subsets(real, fake, test.labels.numpy()).items():
+        rows.append({"metric": "fid", "condition": subset, "value": value,
+                     "note": f"{note}; {cfg['dims']} features; {n_real} real vs {n_fake} counterfactuals"})
+    idx = _examples(test)
+    np.savez_compressed(examples_out, x=(test.images[idx].numpy()), x_cf=(x_cf[idx].numpy() * 255).round().astype(np.uint8),
+                        labels=test.labels[idx].numpy())
+    return _frame(rows, dataset, ckpt["summary"]["run"], "G")
+
+
+def _load_any(checkpoint: Path, dev):
+    kind = load_checkpoint(checkpoint)["kind"]
+    if kind == "gan":
+        g, d, ckpt = load_gan(checkpoint, dev)
+        return g, d, ckpt
+    model, ckpt = load_baseline(checkpoint, dev)
+    return None, model, ckpt
+
+
+def run_classify(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
+    dev, bs = device(), params["evaluate"]["batch_size"]
+    g, d, ckpt = _load_any(checkpoint, dev)
+    test = load_split(manifest, "test")
+    out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
+    y = test.labels.numpy()
+    models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_probs"]), "G": out["g_probs"]}
+    rows = [{"model": m, "metric": k, "condition": "test", "value": v}
+            for m, probs in models.items() for k, v in binary_metrics(y, probs.argmax(1).numpy()).items()]
+    return _frame(rows, dataset, ckpt["summary"]["run"])
+
+
+def run_robustness(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
+    dev, bs = device(), params["evaluate"]["batch_size"]
+    g, d, ckpt = _load_any(checkpoint, dev)
+    test = load_split(manifest, "test")
+    if g is None:
+        rows, model = robustness.sweep(test, d, None, params["evaluate"], bs, params["seed"], dev), "baseline"
+    else:
+        rows, model = robustness.sweep(test, robustness.RealLogits(d), d, params["evaluate"], bs, params["seed"], dev), "D"
+    return _frame(rows, dataset, ckpt["summary"]["run"], model)
+
+
+def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
+    dev, bs = device(), params["evaluate"]["batch_size"]
+    g, d, ckpt = load_gan(checkpoint, dev)
+    test = load_split(manifest, "test")
+    out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
+    rows = uncertainty.fakeness_correlation(out["d_probs"], out["g_probs"], test.labels)
+    return _frame(rows, dataset, ckpt["summary"]["run"], note=f"{len(test)} test crops")
+
+
+def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
+    dev, bs, seed = device(), params["evaluate"]["batch_size"], params["seed"]
+    g, d, ckpt = load_gan(checkpoint, dev)
+    candidates = params["evaluate"]["saliency"]["thresholds"]
+    val, test = load_split(manifest, "val"), load_split(manifest, "test")
+    if test.masks is None:
+        raise UserError(f"{manifest}: crops have no masks, so saliency IoU does not apply to this data set")
+    rows, example_maps = [], {}
+    for method, make in (("counterfactual", lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev)),
+                         ("gradcam", lambda s: saliency.gradcam_maps(d, s, bs, dev))):
+        vmask, tmask = (val.labels == 1).numpy(), (test.labels == 1).numpy()
+        t = saliency.choose_threshold(make(val)[vmask], val.masks.numpy()[vmask], candidates)
+        test_maps = make(test)
+        ious = saliency.per_image_iou(test_maps[tmask], test.masks.numpy()[tmask], t)
+        example_maps[method] = test_maps
+        note = f"threshold {t} x max, chosen on {int(vmask.sum())} val crops"
+        rows += [{"model": method, "metric": "iou", "condition": path, "value": v, "note": note}
+                 for path, v in zip(np.array(test.paths)[tmask], ious)]
+        rows += [{"model": method, "metric": f"iou_{stat}", "condition": "test", "value": float(fn(ious)), "note": note}
+                 for stat, fn in (("mean", np.mean), ("median", np.median))]
+        rows.append({"model": method, "metric": "threshold", "condition": "val", "value": t, "note": note})
+    idx = torch.nonzero(test.labels == 1).flatten()[:N_EXAMPLES]
+    np.savez_compressed(examples_out, x=test.images[idx].numpy(), mask=test.masks[idx].numpy(),
+                        counterfactual=example_maps["counterfactual"][idx.numpy()], gradcam=example_maps["gradcam"][idx.numpy()])
+    return _frame(rows, dataset, ckpt["summary"]["run"])

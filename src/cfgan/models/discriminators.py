@@ -1,0 +1,57 @@
+"""Discriminator-classifiers (3 logits: real-undamaged, real-damaged, fake) and their plain
+2-class twins. Same constructors, only `num_classes` differs.
+
+ResNet3 is ours (timm's ResNet cannot stop after three stages); the deeper ResNets come from
+timm, with ImageNet weights only from a local file named in params.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class ResNet3(nn.Module):
+    """ResNet with three stages of two basic blocks (widths w, 2w, 4w)."""
+
+    def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        stages, cin = [], width
+        for i, cout in enumerate([width, width * 2, width * 4]):
+            stages.append(nn.Sequential(BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)))
+
+
+def timm_backbone(name: str, num_classes: int, weights: str | None) -> nn.Module:
+    """A timm model; ImageNet weights only from a local file (no hub download here)."""
+    if weights is None:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    if not Path(weights).is_file():
+        raise UserError(f"discriminator.weights.{name}: weight file {weights} not found "
+                        f"(download timm's '{name}' weights and put the file there, or remove the key)")
+    return timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)})

@@ -1,0 +1,94 @@
+"""CNN UNet generator: x -> (counterfactual, class logits).
+
+- Noise (appendix A.1, eq. 7): one z ~ N(0, I) of size `noise_dim` per image is linearly
+  projected to `noise_channels` x H x W at every upsampling layer, concatenated to the
+  feature map, and a 1x1 convolution projects back to the layer's width.
+- Dropout as in pix2pix on the deepest upsampling blocks.
+- Auxiliary head: weighted-average pooling of every upsampling block, concatenated, then a
+  small fully connected network predicts the input's class.
+- The image branch predicts a residual: x_cf = clip(x + tanh(r), 0, 1). Identity is then the
+  easy start, which suits the L1 term's push towards minimal changes (a choice of ours).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .pooling import WeightedAvgPool
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+class NoiseInjection(nn.Module):
+    """Project z to c x H x W, concatenate to the features, project back (eq. 7)."""
+
+    def __init__(self, noise_dim: int, channels: int, size: int, noise_channels: int):
+        super().__init__()
+        self.size, self.noise_channels = size, noise_channels
+        self.project = nn.Linear(noise_dim, noise_channels * size * size)
+        self.back = nn.Conv2d(channels + noise_channels, channels, 1)
+
+    def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        n = self.project(z).view(-1, self.noise_channels, self.size, self.size)
+        return self.back(torch.cat([h, n.to(h.dtype)], dim=1))
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cskip: int, cout: int, size: int, noise_dim: int, noise_channels: int, dropout: float):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.noise = NoiseInjection(noise_dim, cout + cskip, size, noise_channels)
+        self.conv = conv_block(cout + cskip, cout)
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, h, skip, z):
+        h = torch.cat([self.up(h), skip], dim=1)
+        return self.drop(self.conv(self.noise(h, z)))
+
+
+class CNNUNet(nn.Module):
+    def __init__(self, image_size: int, width: int = 64, depth: int = 4, noise_dim: int = 64,
+                 noise_channels: int = 1, dropout: float = 0.5, num_classes: int = 2, in_channels: int = 3):
+        super().__init__()
+        if image_size % (2 ** depth):
+            raise ValueError(f"image_size {image_size} must be divisible by 2**depth = {2 ** depth}")
+        self.noise_dim = noise_dim
+        chans = [min(width * 2 ** i, width * 8) for i in range(depth + 1)]
+        self.stem = conv_block(in_channels, chans[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), conv_block(chans[i], chans[i + 1])) for i in range(depth)
+        )
+        self.up = nn.ModuleList()
+        self.pools = nn.ModuleList()
+        pooled = 32
+        for j, i in enumerate(reversed(range(depth))):  # i: resolution level the block returns to
+            size = image_size // 2 ** i
+            # pix2pix: dropout in the first (deepest) half of the decoder only
+            self.up.append(UpBlock(chans[i + 1], chans[i], chans[i], size, noise_dim, noise_channels,
+                                   dropout if j < (depth + 1) // 2 else 0.0))
+            self.pools.append(WeightedAvgPool(chans[i], pooled))
+        self.head = nn.Sequential(nn.Linear(pooled * depth, 64), nn.GELU(), nn.Linear(64, num_classes))
+        self.to_image = nn.Conv2d(chans[0], in_channels, 1)
+        nn.init.zeros_(self.to_image.weight)  # start as the identity: G(x) = x
+        nn.init.zeros_(self.to_image.bias)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if z is None:
+            z = torch.randn(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        h = skips.pop()
+        pooled = []
+        for block, pool in zip(self.up, self.pools):
+            h = block(h, skips.pop(), z)
+            pooled.append(pool(h))
+        logits = self.head(torch.cat(pooled, dim=1))
+        x_cf = (x + torch.tanh(self.to_image(h))).clamp(0, 1)
+        return x_cf, logits

@@ -1,0 +1,54 @@
+"""`cfgan report`: every table and figure of the paper for one data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import run_name
+from ..errors import UserError
+from . import figures, tables
+
+
+def _read(paths: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
+    ev = {kind: sorted((evaluations / kind).glob("*.csv")) for kind in
+          ("fid", "classification", "robustness", "uncertainty", "saliency")}
+    if not ev["classification"]:
+        raise UserError(f"{evaluations}: no evaluation CSVs found (run the evaluation steps first)")
+    fid, cls, rob, unc, sal = (_read(ev[k]) for k in ("fid", "classification", "robustness", "uncertainty", "saliency"))
+    tdir, fdir = out / "tables", out / "figures"
+    written = []
+
+    def table(frame, name, title, notes=""):
+        tables.write_table(frame, tdir / name, title, notes)
+        written.append(tdir / name)
+
+    table(tables.table1_fid(fid), "table1_fid.csv", "Table 1: FID of counterfactuals, full test set", tables._notes(fid))
+    table(tables.table2_classification(cls), "table2_classification.csv", "Table 2: classification on the test split")
+    table(tables.table3_fid_subsets(fid), "table3_fid_subsets.csv", "Table 3: FID on full / undamaged / damaged subsets (A.2)", tables._notes(fid))
+    table(tables.table4_fakeness(unc), "table4_fakeness_correlation.csv",
+          "Table 4: Pearson r between D's fake probability and the per-sample NLL (A.3)", tables._notes(unc))
+    show = params["report"]["showcase"]
+    showcase = run_name(show["generator"], show["discriminator"], show["cycles"])
+    ex = evaluations / "examples"
+    figures.fig2_counterfactuals(dict(np.load(ex / f"{showcase}_counterfactuals.npz")), fdir / "fig2_counterfactuals.png",
+                                 f"Counterfactuals of {showcase} (test split)")
+    figures.fig3_sweep(rob, "pgd", fdir / "fig3_pgd.png", "PGD step size (targeted, fixed iterations)")
+    figures.fig3_sweep(rob, "noise", fdir / "fig3_noise.png", "Gaussian noise standard deviation")
+    written += [fdir / "fig2_counterfactuals.png", fdir / "fig3_pgd.png", fdir / "fig3_noise.png"]
+    if not sal.empty:
+        table(tables.table5_segmentation(sal, cls), "table5_segmentation.csv",
+              "Table 5: saliency masks against ground truth (test split, damaged crops)", tables._notes(sal))
+        figures.fig4_saliency(dict(np.load(ex / f"{showcase}_saliency.npz")), fdir / "fig4_saliency.png",
+                              f"Saliency of {showcase}: counterfactual vs Grad-CAM")
+        figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
+        written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
+    return written

@@ -1,0 +1,86 @@
+"""The paper's figures (seaborn / matplotlib), drawn from evaluation CSVs and example arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _img(a: np.ndarray) -> np.ndarray:
+    return a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a
+
+
+def fig2_counterfactuals(examples: dict, path: Path, title: str) -> None:
+    x, x_cf, labels = examples["x"], examples["x_cf"], examples["labels"]
+    fig, axes = plt.subplots(3, len(x), figsize=(1.6 * len(x), 5))
+    axes = np.atleast_2d(axes).reshape(3, -1)
+    for i in range(len(x)):
+        diff = np.abs(x[i].astype(float) - x_cf[i].astype(float)).mean(0)
+        for r, (im, name) in enumerate(((_img(x[i]), "input"), (_img(x_cf[i]), "counterfactual"), (diff, "|x - G(x)|"))):
+            axes[r, i].imshow(im, cmap="magma" if r == 2 else None)
+            axes[r, i].set_xticks([]); axes[r, i].set_yticks([])
+            if i == 0:
+                axes[r, i].set_ylabel(name, fontsize=8)
+        axes[0, i].set_title("damaged" if labels[i] else "undamaged", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str) -> None:
+    r = rob[rob["condition"].str.startswith(attack + "=")].copy()
+    r["strength"] = r["condition"].str.split("=").str[1].astype(float)
+    r["model_run"] = r["run"] + " (" + r["model"] + ")"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=r[r["metric"] == "f1"], x="strength", y="value", hue="model_run", marker="o", ax=ax)
+    fake = r[r["metric"] == "mean_p_fake"]
+    if not fake.empty:
+        ax2 = ax.twinx()
+        sns.lineplot(data=fake, x="strength", y="value", hue="model_run", linestyle="--", marker="x", ax=ax2, legend=False)
+        ax2.set_ylabel("mean p_fake (dashed)")
+        ax2.set_ylim(0, 1)
+    ax.set_xlabel(xlabel); ax.set_ylabel("F1 (solid)"); ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower left")
+    _save(fig, path)
+
+
+def fig4_saliency(examples: dict, path: Path, title: str) -> None:
+    x, mask = examples["x"], examples["mask"]
+    cols = [("input", lambda i: _img(x[i]), None), ("ground truth", lambda i: mask[i], "gray"),
+            ("counterfactual |x-G(x)|", lambda i: examples["counterfactual"][i], "magma"),
+            ("Grad-CAM", lambda i: examples["gradcam"][i], "magma")]
+    fig, axes = plt.subplots(len(x), len(cols), figsize=(1.8 * len(cols), 1.8 * len(x)), squeeze=False)
+    for i in range(len(x)):
+        for j, (name, get, cmap) in enumerate(cols):
+            axes[i, j].imshow(get(i), cmap=cmap)
+            axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def fig5_iou_quantiles(sal: pd.DataFrame, path: Path) -> None:
+    per_image = sal[sal["metric"] == "iou"]
+    rows = []
+    for (run, method), grp in per_image.groupby(["run", "model"]):
+        for q in np.linspace(0, 1, 21):
+            rows.append({"series": f"{method} ({run})", "quantile": q, "iou": float(np.quantile(grp["value"], q))})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=pd.DataFrame(rows), x="quantile", y="iou", hue="series", marker=".", ax=ax)
+    ax.set_ylim(0, 1); ax.set_ylabel("IoU at quantile"); ax.legend(fontsize=7)
+    _save(fig, path)

@@ -1,0 +1,50 @@
+"""The params keys each step reads: one table for the CLI, the Snakemake rules and the DVC stages.
+
+The CLI hands a step only these keys (so a step that reads another key fails loudly), the
+Snakemake rules pass them as `params` (so editing an unrelated key reruns nothing), and the
+DVC stages list them under `params:`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STEP_KEYS: dict[str, list[str]] = {
+    "synthetic": ["seed", "datasets.{dataset}.source"],
+    "download": ["datasets.{dataset}.source"],
+    "ingest": ["datasets.{dataset}.source"],
+    "split": ["seed", "split"],
+    "crop": ["seed", "datasets.{dataset}.crop"],
+    "train": ["seed", "generator", "discriminator", "train", "evaluate.batch_size"],
+    "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "evaluate.batch_size"],
+    "fid": ["seed", "evaluate.fid", "evaluate.batch_size"],
+    "classify": ["seed", "evaluate.batch_size"],
+    "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
+    "uncertainty": ["seed", "evaluate.batch_size"],
+    "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size"],
+    "report": ["grid", "report"],
+}
+
+
+def keys_for(step: str, dataset: str | None = None) -> list[str]:
+    return [k.format(dataset=dataset) for k in STEP_KEYS[step]]
+
+
+def select(params: dict, keys: list[str]) -> dict[str, Any]:
+    """The nested sub-dict of params holding exactly `keys` (dotted paths)."""
+    out: dict = {}
+    for key in keys:
+        src, dst = params, out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            src = src[part]
+            dst = dst.setdefault(part, {})
+        dst[parts[-1]] = src[parts[-1]]
+    return out
+
+
+def has_masks(dataset_cfg: dict) -> bool:
+    """Whether a data set carries damage masks (so saliency IoU applies)."""
+    src = dataset_cfg["source"]
+    layout = src.get("layout", {})
+    return src["kind"] == "synthetic" or layout.get("kind") == "images_masks" or bool(layout.get("masks"))

@@ -1,0 +1,60 @@
+"""The plain (non-adversarial) 2-class classifier on the same backbone as D: the twin that
+Table 2 and Figure 3 compare against."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data.datasets import augment, load_split
+from ..evaluate.metrics import binary_metrics
+from ..evaluate.predict import predict
+from ..io import write_csv
+from ..models import build_discriminator
+from .common import device, load_checkpoint, save_checkpoint, seed_everything, versions
+
+
+def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -> dict:
+    cfg = params["baseline"]
+    rng = seed_everything(params["seed"])
+    dev = device()
+    train, val = load_split(manifest, "train"), load_split(manifest, "val")
+    model = build_discriminator(backbone, params["discriminator"], 2).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    best, log = {"f1": -1.0, "step": 0, "state": None}, []
+    val_every = params["train"]["val_every"]
+    model.train()
+    for step in tqdm(range(cfg["steps"]), desc=f"baseline-{backbone}", unit="step"):
+        idx = torch.randint(len(train), (cfg["batch_size"],), generator=rng)
+        x, y = train.batch(idx, dev)
+        loss = F.cross_entropy(model(augment(x, rng)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        row = {"step": step + 1, "loss": loss.item()}
+        if (step + 1) % val_every == 0 or step + 1 == cfg["steps"]:
+            model.eval()
+            probs = predict(val, d=model, batch_size=params["evaluate"]["batch_size"], device=dev)["d_probs"]
+            model.train()
+            f1 = binary_metrics(val.labels.numpy(), probs.argmax(1).numpy())["f1"]
+            row["val_f1"] = f1
+            if f1 > best["f1"]:
+                best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
+        log.append(row)
+    summary = {"run": f"baseline-{backbone}", "backbone": backbone, "best_step": best["step"], "val_f1": best["f1"]}
+    save_checkpoint(out_dir / "checkpoint.pt", {"kind": "baseline", "model": best["state"], "params": params,
+                                               "summary": summary, "versions": versions()})
+    write_csv(out_dir / "log.csv", pd.DataFrame(log))
+    return summary
+
+
+def load_baseline(path: Path, dev="cpu"):
+    ckpt = load_checkpoint(path)
+    model = build_discriminator(ckpt["summary"]["backbone"], ckpt["params"]["discriminator"], 2)
+    model.load_state_dict(ckpt["model"])
+    return model.to(dev).eval(), ckpt

@@ -1,0 +1,102 @@
+"""The adversarial loop: D every step, G every `g_every`-th step, model selection on val.
+
+Reads the train and val splits of a manifest; writes checkpoint.pt (best val F1 of D; state
+dicts + resolved config + versions) and log.csv. A `resume.pt` beside them lets a killed run
+continue where it stopped; it is removed when the run completes.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ..config import parse_run_name
+from ..data.datasets import augment, load_split
+from ..evaluate.metrics import binary_metrics
+from ..evaluate.predict import predict, real_class_probs
+from ..io import write_csv
+from ..models import build_discriminator, build_generator
+from .common import device, load_checkpoint, save_checkpoint, seed_everything, versions
+from .losses import discriminator_loss, generator_losses
+
+
+def val_f1(d, split, batch_size, dev) -> float:
+    d.eval()
+    probs = predict(split, d=d, batch_size=batch_size, device=dev)["d_probs"]
+    d.train()
+    return binary_metrics(split.labels.numpy(), real_class_probs(probs).argmax(1).numpy())["f1"]
+
+
+def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
+    gen_name, dis_name, cycles = parse_run_name(run)
+    cfg = params["train"]
+    rng = seed_everything(params["seed"])
+    dev = device()
+    train, val = load_split(manifest, "train"), load_split(manifest, "val")
+    image_size = train.images.shape[-1]
+    g = build_generator(gen_name, params["generator"], image_size).to(dev)
+    d = build_discriminator(dis_name, params["discriminator"], 3).to(dev)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg["lr_g"], betas=tuple(cfg["betas"]))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"]))
+    resume_path = out_dir / "resume.pt"
+    start, log, best = 0, [], {"f1": -1.0, "step": 0, "g": None, "d": None}
+    if resume_path.exists():
+        state = load_checkpoint(resume_path)
+        if state["params"] == params and state["run"] == run:
+            g.load_state_dict(state["g"]); d.load_state_dict(state["d"])
+            opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
+            rng.set_state(state["rng"]); torch.set_rng_state(state["torch_rng"])
+            start, log, best = state["step"], state["log"], state["best"]
+            print(f"resuming {run} from step {start}")
+    g.train(); d.train()
+    for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
+        idx = torch.randint(len(train), (cfg["batch_size"],), generator=rng)
+        x, y = train.batch(idx, dev)
+        x = augment(x, rng)
+        with torch.no_grad():
+            x_cf, _ = g(x)
+        loss_d = discriminator_loss(d, x, y, x_cf)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        row = {"step": step + 1, "loss_d": loss_d.item()}
+        if (step + 1) % cfg["g_every"] == 0:
+            x_cf, logits = g(x)
+            terms = generator_losses(g, d, x, y, x_cf, logits, cfg["loss"], cycles, cfg["cycle_weights"])
+            opt_g.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt_g.step()
+            row.update({f"loss_g_{k}": v.item() for k, v in terms.items()})
+        last = step + 1 == cfg["steps"]
+        if (step + 1) % cfg["val_every"] == 0 or last:
+            f1 = val_f1(d, val, params["evaluate"]["batch_size"], dev)
+            row["val_f1_d"] = f1
+            if f1 > best["f1"]:
+                best = {"f1": f1, "step": step + 1, "g": copy.deepcopy(g.state_dict()), "d": copy.deepcopy(d.state_dict())}
+            if not last:
+                save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),
+                                              "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                                              "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
+                                              "log": log + [row], "best": best})
+        log.append(row)
+    summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles,
+               "best_step": best["step"], "val_f1_d": best["f1"], "image_size": image_size}
+    save_checkpoint(out_dir / "checkpoint.pt", {"kind": "gan", "g": best["g"], "d": best["d"], "params": params,
+                                               "summary": summary, "versions": versions()})
+    write_csv(out_dir / "log.csv", pd.DataFrame(log))
+    resume_path.unlink(missing_ok=True)
+    return summary
+
+
+def load_gan(path: Path, dev="cpu"):
+    """Rebuild G and D from a checkpoint, in eval mode."""
+    ckpt = load_checkpoint(path)
+    s, p = ckpt["summary"], ckpt["params"]
+    g = build_generator(s["generator"], p["generator"], s["image_size"])
+    d = build_discriminator(s["discriminator"], p["discriminator"], 3)
+    g.load_state_dict(ckpt["g"]); d.load_state_dict(ckpt["d"])
+    return g.to(dev).eval(), d.to(dev).eval(), ckpt

@@ -1,0 +1,45 @@
+"""The paper's losses (section 3.2). Classes of D: 0 real-undamaged, 1 real-damaged, 2 fake."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FAKE = 2
+
+
+def discriminator_loss(d, x, y, x_cf) -> torch.Tensor:
+    """Eq. 1: real images to their class, counterfactuals to 'fake'."""
+    # One forward over real and fake together: batch-norm statistics in training then match the
+    # running statistics used at evaluation (separate batches made D's eval-mode accuracy collapse).
+    logits = d(torch.cat([x, x_cf.detach()]))
+    n = len(x)
+    return F.cross_entropy(logits[:n], y) + F.cross_entropy(logits[n:], torch.full_like(y, FAKE))
+
+
+def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, cycle_weights: list[float]) -> dict:
+    """Eq. 2-6. Returns each weighted term and their sum under 'total'.
+
+    adversarial (eq. 2): D must call G(x) the opposite real class;
+    auxiliary (eq. 3): G's head predicts x's class;
+    l1 (eq. 4): mean |x - G(x)|;
+    cycle (eq. 6): nested counterfactuals G^k(x), k = 2 .. 2n, each scored by D against the class
+    it should show (y for even k, 1 - y for odd k), half-cycle k weighted by cycle_weights[k-2]
+    (the last weight repeats).
+    """
+    terms = {
+        "adversarial": F.cross_entropy(d(x_cf), 1 - y),
+        "auxiliary": F.cross_entropy(cls_logits, y),
+        "l1": (x - x_cf).abs().mean(),
+    }
+    cycle = x_cf.new_zeros(())
+    current = x_cf
+    for k in range(2, 2 * cycles + 1):
+        current, _ = g(current)
+        target = y if k % 2 == 0 else 1 - y
+        w = cycle_weights[min(k - 2, len(cycle_weights) - 1)] if cycle_weights else 1.0
+        cycle = cycle + w * F.cross_entropy(d(current), target)
+    terms["cycle"] = cycle
+    out = {name: weights[name] * value for name, value in terms.items()}
+    out["total"] = sum(out.values())
+    return out
