@@ -150,6 +150,13 @@ def cmd_report(args):
     print("tables and figures:\n  " + "\n  ".join(map(str, written)))
 
 
+def cmd_dvc_yaml(args):
+    from .dvc_pipeline import write
+    load_params(args.params)  # validate before writing anything
+    write(list(args.params), Path(args.out))
+    print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cfgan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
@@ -175,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     step("uncertainty", cmd_uncertainty, "correlation of p_fake with per-sample NLL", "manifest", "checkpoint", "dataset", "out")
     step("saliency", cmd_saliency, "saliency IoU: counterfactual vs Grad-CAM", "manifest", "checkpoint", "dataset", "out", "examples")
     step("report", cmd_report, "the paper's tables and figures for one data set", "evaluations", "out")
+    step("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml (the DVC front door) for these params files", "out")
     return parser
 
 

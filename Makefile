@@ -1,0 +1,29 @@
+# Two front doors for a newcomer:  `make demo` (set up + tiny pipeline) and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## run the whole pipeline on the tiny profile (generated data, CPU, minutes)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile workflow/profiles/tiny all
+	@echo; echo "Tables:  $(CURDIR)/results/synthetic/tables/"; ls results/synthetic/tables
+	@echo "Figures: $(CURDIR)/results/synthetic/figures/"; ls results/synthetic/figures
+
+test: setup  ## every test, the slow end-to-end ones included
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+
+test-fast: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not slow"
+
+bench: setup  ## wall time of the tiny profile, end to end
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/tiny_wall_time.py

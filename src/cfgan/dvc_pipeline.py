@@ -1,0 +1,123 @@
+"""Write dvc.yaml for a configuration: the same steps, commands, inputs, outputs and params keys
+as the Snakemake rules, with the run grid as a DVC matrix.
+
+`cfgan dvc-yaml --params params.yaml --out dvc.yaml` makes the paper's; the tiny profile's lives
+in workflow/profiles/tiny/dvc.yaml (`dvc repro workflow/profiles/tiny/dvc.yaml`). Regenerate
+after changing the grid or the data sets; tests check the committed files are current.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from .config import deep_merge, grid_runs, read_yaml
+from .steps import has_masks, keys_for
+
+CODE = "src/cfgan"
+
+
+def _params_section(step: str, files: list[str], overlays: list[dict], dataset: str | None = None) -> list:
+    """params.yaml keys as a plain list; an overlay's keys under its file name, where it sets them."""
+    keys = keys_for(step, dataset)
+    out: list = list(keys)
+    for name, overlay in zip(files[1:], overlays):
+        present = [k for k in keys if _has(overlay, k)]
+        if present:
+            out.append({name: present})
+    return out
+
+
+def _has(tree: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def build(files: list[str], wdir: str | None) -> dict:
+    merged: dict = {}
+    overlays = [read_yaml(f) for f in files[1:]]
+    for f in files:
+        merged = deep_merge(merged, read_yaml(f))
+    P = " ".join(files)
+    runs = grid_runs(merged)
+    backbones = merged["grid"]["discriminators"]
+    stages: dict = {}
+
+    def stage(name, cmd, deps, outs, step, dataset=None, matrix=None, extra=None):
+        s = {}
+        if matrix:
+            s["matrix"] = matrix
+        s["cmd"] = cmd
+        if wdir:
+            s["wdir"] = wdir
+        s["deps"] = deps + [CODE]
+        s["params"] = _params_section(step, files, overlays, dataset)
+        s["outs"] = outs
+        s.update(extra or {})
+        stages[name] = s
+
+    for ds in merged["run_datasets"]:
+        kind = merged["datasets"][ds]["source"]["kind"]
+        raw = f"data/raw/{ds}"
+        acquire = {"synthetic": "synthetic", "download": "download", "local": "ingest"}[kind]
+        stage(f"{acquire}_{ds}", f"cfgan {acquire} --params {P} --dataset {ds} --out {raw}", [],
+              [raw] if kind == "synthetic" else [f"{raw}/index.csv"], acquire, ds)
+        stage(f"split_{ds}", f"cfgan split --params {P} --index {raw}/index.csv --out data/interim/{ds}/split.csv",
+              [f"{raw}/index.csv"], [f"data/interim/{ds}/split.csv"], "split")
+        manifest = f"data/processed/{ds}/manifest.csv"
+        stage(f"crop_{ds}", f"cfgan crop --params {P} --dataset {ds} --split-index data/interim/{ds}/split.csv "
+              f"--out data/processed/{ds}", [f"data/interim/{ds}/split.csv"], [f"data/processed/{ds}"], "crop", ds)
+        r = f"results/{ds}"
+        run_dir = f"{r}/runs/${{item.run}}"
+        stage(f"train_{ds}", f"cfgan train --params {P} --manifest {manifest} --run ${{item.run}} --out {run_dir}",
+              [f"data/processed/{ds}"], [{f"{run_dir}/checkpoint.pt": {"persist": True}}, f"{run_dir}/log.csv"],
+              "train", matrix={"run": runs})
+        base_dir = f"{r}/baselines/${{item.backbone}}"
+        stage(f"train_baseline_{ds}", f"cfgan train-baseline --params {P} --manifest {manifest} --backbone ${{item.backbone}} "
+              f"--out {base_dir}", [f"data/processed/{ds}"], [f"{base_dir}/checkpoint.pt", f"{base_dir}/log.csv"],
+              "train-baseline", matrix={"backbone": backbones})
+        ev = f"{r}/evaluations"
+        ckpt_gan = f"{r}/runs/${{item.run}}/checkpoint.pt"
+        common = f"--params {P} --manifest {manifest} --dataset {ds}"
+        stage(f"fid_{ds}", f"cfgan fid {common} --checkpoint {ckpt_gan} --out {ev}/fid/${{item.run}}.csv "
+              f"--examples {ev}/examples/${{item.run}}_counterfactuals.npz", [f"data/processed/{ds}", ckpt_gan],
+              [f"{ev}/fid/${{item.run}}.csv", f"{ev}/examples/${{item.run}}_counterfactuals.npz"], "fid", matrix={"run": runs})
+        stage(f"uncertainty_{ds}", f"cfgan uncertainty {common} --checkpoint {ckpt_gan} --out {ev}/uncertainty/${{item.run}}.csv",
+              [f"data/processed/{ds}", ckpt_gan], [f"{ev}/uncertainty/${{item.run}}.csv"], "uncertainty", matrix={"run": runs})
+        for step, kind_dir in (("classify", "classification"), ("robustness", "robustness")):
+            stage(f"{step}_{ds}", f"cfgan {step} {common} --checkpoint {ckpt_gan} --out {ev}/{kind_dir}/${{item.run}}.csv",
+                  [f"data/processed/{ds}", ckpt_gan], [f"{ev}/{kind_dir}/${{item.run}}.csv"], step, matrix={"run": runs})
+            ckpt_base = f"{r}/baselines/${{item.backbone}}/checkpoint.pt"
+            stage(f"{step}_baseline_{ds}", f"cfgan {step} {common} --checkpoint {ckpt_base} "
+                  f"--out {ev}/{kind_dir}/baseline-${{item.backbone}}.csv", [f"data/processed/{ds}", ckpt_base],
+                  [f"{ev}/{kind_dir}/baseline-${{item.backbone}}.csv"], step, matrix={"backbone": backbones})
+        report_deps = [f"{ev}/{k}/{run}.csv" for k in ("fid", "uncertainty", "classification", "robustness") for run in runs]
+        report_deps += [f"{ev}/{k}/baseline-{b}.csv" for k in ("classification", "robustness") for b in backbones]
+        report_deps += [f"{ev}/examples/{run}_counterfactuals.npz" for run in runs]
+        if has_masks(merged["datasets"][ds]):
+            stage(f"saliency_{ds}", f"cfgan saliency {common} --checkpoint {ckpt_gan} --out {ev}/saliency/${{item.run}}.csv "
+                  f"--examples {ev}/examples/${{item.run}}_saliency.npz", [f"data/processed/{ds}", ckpt_gan],
+                  [f"{ev}/saliency/${{item.run}}.csv", f"{ev}/examples/${{item.run}}_saliency.npz"], "saliency",
+                  matrix={"run": runs})
+            report_deps += [f"{ev}/saliency/{run}.csv" for run in runs] + [f"{ev}/examples/{run}_saliency.npz" for run in runs]
+        stage(f"report_{ds}", f"cfgan report --params {P} --evaluations {ev} --out {r}", report_deps,
+              [f"{r}/tables", f"{r}/figures"], "report")
+    return {"stages": stages}
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True
+
+
+def write(files: list[str], out: Path) -> None:
+    from .io import write_text
+    wdir = os.path.relpath(".", out.parent) if out.parent.resolve() != Path(".").resolve() else None
+    header = ("# Generated by `cfgan dvc-yaml --params " + " ".join(files) + f" --out {out}`: do not edit by hand.\n"
+              "# The same steps as the Snakemake rules (workflow/rules/*.smk), with the run grid as a DVC matrix.\n")
+    write_text(out, header + yaml.dump(build(files, wdir), Dumper=_NoAliases, sort_keys=False, width=200))

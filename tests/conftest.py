@@ -1,0 +1,60 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TINY = [ROOT / "params.yaml", ROOT / "workflow/profiles/tiny/params.yaml"]
+
+
+@pytest.fixture
+def tiny_params():
+    from cfgan.config import load_params
+    return load_params(TINY)
+
+
+@pytest.fixture
+def write_params(tmp_path):
+    """Write a params overlay and return [params.yaml, overlay]."""
+    def _write(overlay: dict, name="overlay.yaml"):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(overlay))
+        return [ROOT / "params.yaml", path]
+    return _write
+
+
+def save_image(path: Path, size=(32, 32), value=None, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8) if value is None else np.full((size[1], size[0], 3), value, np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def save_mask(path: Path, mask: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    return path
+
+
+def need_shared(name):
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present (real images are read from ../shared/data; see its README)")
+    return folder
+
+
+def copy_workflow(dest: Path):
+    """A minimal copy of the project for running the pipeline in isolation."""
+    for item in ("Snakefile", "params.yaml", "workflow"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / item, symlinks=True)
+    # the schema symlink points into src/; make it a real file in the copy
+    schema = dest / "workflow/schemas/params.schema.yaml"
+    schema.unlink()
+    shutil.copy2(ROOT / "src/cfgan/params.schema.yaml", schema)
+    return dest

@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+import pandas as pd
+import torch
+
+from cfgan.cli import main
+from conftest import ROOT, TINY
+
+
+def test_bad_params_exit_2_with_the_key_and_write_nothing(tmp_path, write_params, capsys):
+    out = tmp_path / "raw"
+    params = write_params({"grid": {"generators": ["gan9000"]}})
+    code = main(["synthetic", "--params", *map(str, params), "--dataset", "synthetic", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "grid.generators.0" in err and "cnn_unet" in err
+    assert not out.exists()
+
+
+def test_unknown_dataset_is_named(tmp_path, capsys):
+    code = main(["synthetic", "--params", *map(str, TINY), "--dataset", "nope", "--out", str(tmp_path / "x")])
+    assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_data_steps_and_one_training_step_through_the_cli(tmp_path, write_params):
+    params = list(map(str, write_params({
+        "datasets": {"synthetic": {"source": {"kind": "synthetic", "n_sources": 20, "size": 64, "damaged_fraction": 0.7}}},
+        "generator": {"width": 8, "depth": 2}, "discriminator": {"width": 8},
+        "train": {"steps": 3, "batch_size": 8, "val_every": 2}, "evaluate": {"batch_size": 32},
+    })))
+    raw, interim, processed, run = tmp_path / "raw", tmp_path / "split.csv", tmp_path / "proc", tmp_path / "run"
+    assert main(["synthetic", "--params", *params, "--dataset", "synthetic", "--out", str(raw)]) == 0
+    assert main(["split", "--params", *params, "--index", str(raw / "index.csv"), "--out", str(interim)]) == 0
+    assert main(["crop", "--params", *params, "--dataset", "synthetic", "--split-index", str(interim), "--out", str(processed)]) == 0
+    manifest = pd.read_csv(processed / "manifest.csv", keep_default_na=False)
+    assert set(manifest.columns) == {"path", "label", "mask_path", "source_id", "split"}
+    assert (processed / manifest["path"][0]).is_file() and (processed / manifest["mask_path"][0]).is_file()
+    assert main(["train", "--params", *params, "--manifest", str(processed / "manifest.csv"),
+                 "--run", "cnn_unet-resnet3-c1", "--out", str(run)]) == 0
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["summary"]["cycles"] == 1 and "torch" in ckpt["versions"]
+    assert ckpt["params"]["train"]["steps"] == 3 and "report" not in ckpt["params"]  # only the keys it reads
+    assert len(pd.read_csv(run / "log.csv")) == 3
+    assert not (run / "resume.pt").exists()
+
+
+def test_console_script_runs():
+    proc = subprocess.run([sys.executable, "-m", "cfgan.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "train" in proc.stdout

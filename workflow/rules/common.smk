@@ -1,0 +1,58 @@
+# Shared helpers: which params files a run uses, which keys each step reads, what "all" means.
+import os
+
+from cfgan.config import grid_runs
+from cfgan.steps import has_masks, keys_for, select
+
+
+def _relative(path):
+    return os.path.relpath(path) if os.path.isabs(path) else path
+
+
+# params.yaml plus the files a profile adds with `configfile:`, in merge order; every cfgan
+# command gets exactly these, so the CLI sees the configuration Snakemake sees.
+PARAMS_FILES = list(dict.fromkeys(["params.yaml"] + [_relative(str(p)) for p in workflow.overwrite_configfiles]))
+PARAMS = " ".join(PARAMS_FILES)
+DATASETS = config["run_datasets"]
+RUNS = grid_runs(config)
+BASELINES = [f"baseline-{b}" for b in config["grid"]["discriminators"]]
+
+
+def step_params(step):
+    """The params keys one step reads (rerun trigger: only these)."""
+    return lambda w: select(config, keys_for(step, getattr(w, "dataset", None)))
+
+
+def datasets_of_kind(kind):
+    names = [n for n, d in config["datasets"].items() if d["source"]["kind"] == kind]
+    return "|".join(names) if names else "(?!x)x"  # a regex that matches nothing
+
+
+def alternatives(names):
+    return "|".join(map(str, names)) if names else "(?!x)x"
+
+
+def checkpoint_of(wildcards):
+    run = wildcards.run
+    if run.startswith("baseline-"):
+        return f"results/{wildcards.dataset}/baselines/{run.removeprefix('baseline-')}/checkpoint.pt"
+    return f"results/{wildcards.dataset}/runs/{run}/checkpoint.pt"
+
+
+TABLES = ["table1_fid", "table2_classification", "table3_fid_subsets", "table4_fakeness_correlation"]
+FIGURES = ["fig2_counterfactuals", "fig3_pgd", "fig3_noise"]
+MASK_TABLES = ["table5_segmentation"]
+MASK_FIGURES = ["fig4_saliency", "fig5_iou_quantiles"]
+
+
+def report_outputs(dataset):
+    masks = has_masks(config["datasets"][dataset])
+    tables = TABLES + (MASK_TABLES if masks else [])
+    figures = FIGURES + (MASK_FIGURES if masks else [])
+    return [f"results/{dataset}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md")] + [
+        f"results/{dataset}/figures/{f}.png" for f in figures
+    ]
+
+
+def all_artifacts():
+    return [path for ds in DATASETS for path in report_outputs(ds)]

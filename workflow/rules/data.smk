@@ -1,0 +1,69 @@
+# Acquire (synthetic | download | ingest) -> split by source image -> crop. Each data set's
+# source kind in params decides which acquisition rule makes its raw index.
+
+
+rule synthetic:
+    output:
+        "data/raw/{dataset}/index.csv",
+    wildcard_constraints:
+        dataset=datasets_of_kind("synthetic"),
+    params:
+        cfg=step_params("synthetic"),
+    log:
+        "logs/{dataset}/synthetic.log",
+    shell:
+        "cfgan synthetic --params {PARAMS} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+
+
+rule download:
+    output:
+        "data/raw/{dataset}/index.csv",
+    wildcard_constraints:
+        dataset=datasets_of_kind("download"),
+    params:
+        cfg=step_params("download"),
+    log:
+        "logs/{dataset}/download.log",
+    shell:
+        "cfgan download --params {PARAMS} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+
+
+rule ingest:
+    output:
+        "data/raw/{dataset}/index.csv",
+    wildcard_constraints:
+        dataset=datasets_of_kind("local"),
+    params:
+        cfg=step_params("ingest"),
+    log:
+        "logs/{dataset}/ingest.log",
+    shell:
+        "cfgan ingest --params {PARAMS} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+
+
+rule split:
+    input:
+        "data/raw/{dataset}/index.csv",
+    output:
+        "data/interim/{dataset}/split.csv",
+    params:
+        cfg=step_params("split"),
+    log:
+        "logs/{dataset}/split.log",
+    shell:
+        "cfgan split --params {PARAMS} --index {input} --out {output} > {log} 2>&1"
+
+
+rule crop:
+    input:
+        "data/interim/{dataset}/split.csv",
+    output:
+        manifest="data/processed/{dataset}/manifest.csv",
+        crops=directory("data/processed/{dataset}/crops"),
+    params:
+        cfg=step_params("crop"),
+    log:
+        "logs/{dataset}/crop.log",
+    shell:
+        "cfgan crop --params {PARAMS} --dataset {wildcards.dataset} --split-index {input} "
+        "--out data/processed/{wildcards.dataset} > {log} 2>&1"

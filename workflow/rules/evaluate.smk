@@ -1,0 +1,94 @@
+# One tidy CSV per (evaluation, run) under results/{dataset}/evaluations/.
+
+
+rule fid:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
+    output:
+        csv="results/{dataset}/evaluations/fid/{run}.csv",
+        examples="results/{dataset}/evaluations/examples/{run}_counterfactuals.npz",
+    wildcard_constraints:
+        run=alternatives(RUNS),
+    params:
+        cfg=step_params("fid"),
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/evaluate/fid-{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan fid --params {PARAMS} --manifest {input.manifest} --checkpoint {input.checkpoint} "
+        "--dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"
+
+
+rule classify:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoint=checkpoint_of,
+    output:
+        "results/{dataset}/evaluations/classification/{run}.csv",
+    wildcard_constraints:
+        run=alternatives(RUNS + BASELINES),
+    params:
+        cfg=step_params("classify"),
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/evaluate/classify-{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan classify --params {PARAMS} --manifest {input.manifest} "
+        "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule robustness:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoint=checkpoint_of,
+    output:
+        "results/{dataset}/evaluations/robustness/{run}.csv",
+    wildcard_constraints:
+        run=alternatives(RUNS + BASELINES),
+    params:
+        cfg=step_params("robustness"),
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/evaluate/robustness-{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan robustness --params {PARAMS} --manifest {input.manifest} "
+        "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule uncertainty:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
+    output:
+        "results/{dataset}/evaluations/uncertainty/{run}.csv",
+    wildcard_constraints:
+        run=alternatives(RUNS),
+    params:
+        cfg=step_params("uncertainty"),
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/evaluate/uncertainty-{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan uncertainty --params {PARAMS} --manifest {input.manifest} "
+        "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule saliency:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
+    output:
+        csv="results/{dataset}/evaluations/saliency/{run}.csv",
+        examples="results/{dataset}/evaluations/examples/{run}_saliency.npz",
+    wildcard_constraints:
+        run=alternatives(RUNS),
+    params:
+        cfg=step_params("saliency"),
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/evaluate/saliency-{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan saliency --params {PARAMS} --manifest {input.manifest} "
+        "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output.csv} "
+        "--examples {output.examples} > {log} 2>&1"

@@ -1,0 +1,37 @@
+# The GAN grid {generator}-{discriminator}-c{cycles} and the plain classifier twins.
+
+
+rule train:
+    input:
+        "data/processed/{dataset}/manifest.csv",
+    output:
+        checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
+        log="results/{dataset}/runs/{run}/log.csv",
+    wildcard_constraints:
+        run=alternatives(RUNS),
+    params:
+        cfg=step_params("train"),
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/train/{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan train --params {PARAMS} --manifest {input} --run {wildcards.run} "
+        "--out results/{wildcards.dataset}/runs/{wildcards.run} > {log} 2>&1"
+
+
+rule train_baseline:
+    input:
+        "data/processed/{dataset}/manifest.csv",
+    output:
+        checkpoint="results/{dataset}/baselines/{backbone}/checkpoint.pt",
+        log="results/{dataset}/baselines/{backbone}/log.csv",
+    wildcard_constraints:
+        backbone=alternatives(config["grid"]["discriminators"]),
+    params:
+        cfg=step_params("train-baseline"),
+    threads: workflow.cores
+    log:
+        "logs/{dataset}/train/baseline-{backbone}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan train-baseline --params {PARAMS} --manifest {input} "
+        "--backbone {wildcards.backbone} --out results/{wildcards.dataset}/baselines/{wildcards.backbone} > {log} 2>&1"
