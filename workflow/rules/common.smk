@@ -56,3 +56,18 @@ def report_outputs(dataset):
 
 def all_artifacts():
     return [path for ds in DATASETS for path in report_outputs(ds)]
+
+
+def evaluations_of(wildcards):
+    ds = wildcards.dataset
+    paths = [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in RUNS]
+    paths += [f"results/{ds}/evaluations/examples/{run}_counterfactuals.npz" for run in RUNS]
+    paths += [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in RUNS + BASELINES]
+    if has_masks(config["datasets"][ds]):
+        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in RUNS]
+        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in RUNS]
+    return paths
+
+
+MASKED = [n for n in config["datasets"] if has_masks(config["datasets"][n])]
+UNMASKED = [n for n in config["datasets"] if n not in MASKED]

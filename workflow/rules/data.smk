@@ -8,11 +8,14 @@ rule synthetic:
     wildcard_constraints:
         dataset=datasets_of_kind("synthetic"),
     params:
+        files=PARAMS,
         cfg=step_params("synthetic"),
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/synthetic.log",
     shell:
-        "cfgan synthetic --params {PARAMS} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+        "cfgan synthetic --params {params.files} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
 
 
 rule download:
@@ -21,11 +24,14 @@ rule download:
     wildcard_constraints:
         dataset=datasets_of_kind("download"),
     params:
+        files=PARAMS,
         cfg=step_params("download"),
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/download.log",
     shell:
-        "cfgan download --params {PARAMS} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+        "cfgan download --params {params.files} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
 
 
 rule ingest:
@@ -34,11 +40,14 @@ rule ingest:
     wildcard_constraints:
         dataset=datasets_of_kind("local"),
     params:
+        files=PARAMS,
         cfg=step_params("ingest"),
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/ingest.log",
     shell:
-        "cfgan ingest --params {PARAMS} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+        "cfgan ingest --params {params.files} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
 
 
 rule split:
@@ -47,11 +56,14 @@ rule split:
     output:
         "data/interim/{dataset}/split.csv",
     params:
+        files=PARAMS,
         cfg=step_params("split"),
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/split.log",
     shell:
-        "cfgan split --params {PARAMS} --index {input} --out {output} > {log} 2>&1"
+        "cfgan split --params {params.files} --index {input} --out {output} > {log} 2>&1"
 
 
 rule crop:
@@ -61,9 +73,12 @@ rule crop:
         manifest="data/processed/{dataset}/manifest.csv",
         crops=directory("data/processed/{dataset}/crops"),
     params:
+        files=PARAMS,
         cfg=step_params("crop"),
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/crop.log",
     shell:
-        "cfgan crop --params {PARAMS} --dataset {wildcards.dataset} --split-index {input} "
+        "cfgan crop --params {params.files} --dataset {wildcards.dataset} --split-index {input} "
         "--out data/processed/{wildcards.dataset} > {log} 2>&1"

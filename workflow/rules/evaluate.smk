@@ -11,12 +11,15 @@ rule fid:
     wildcard_constraints:
         run=alternatives(RUNS),
     params:
+        files=PARAMS,
         cfg=step_params("fid"),
     threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/evaluate/fid-{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan fid --params {PARAMS} --manifest {input.manifest} --checkpoint {input.checkpoint} "
+        "OMP_NUM_THREADS={threads} cfgan fid --params {params.files} --manifest {input.manifest} --checkpoint {input.checkpoint} "
         "--dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"
 
 
@@ -29,12 +32,15 @@ rule classify:
     wildcard_constraints:
         run=alternatives(RUNS + BASELINES),
     params:
+        files=PARAMS,
         cfg=step_params("classify"),
     threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/evaluate/classify-{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan classify --params {PARAMS} --manifest {input.manifest} "
+        "OMP_NUM_THREADS={threads} cfgan classify --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
@@ -47,12 +53,15 @@ rule robustness:
     wildcard_constraints:
         run=alternatives(RUNS + BASELINES),
     params:
+        files=PARAMS,
         cfg=step_params("robustness"),
     threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/evaluate/robustness-{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan robustness --params {PARAMS} --manifest {input.manifest} "
+        "OMP_NUM_THREADS={threads} cfgan robustness --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
@@ -65,12 +74,15 @@ rule uncertainty:
     wildcard_constraints:
         run=alternatives(RUNS),
     params:
+        files=PARAMS,
         cfg=step_params("uncertainty"),
     threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/evaluate/uncertainty-{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan uncertainty --params {PARAMS} --manifest {input.manifest} "
+        "OMP_NUM_THREADS={threads} cfgan uncertainty --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
@@ -84,11 +96,14 @@ rule saliency:
     wildcard_constraints:
         run=alternatives(RUNS),
     params:
+        files=PARAMS,
         cfg=step_params("saliency"),
     threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/evaluate/saliency-{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan saliency --params {PARAMS} --manifest {input.manifest} "
+        "OMP_NUM_THREADS={threads} cfgan saliency --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output.csv} "
         "--examples {output.examples} > {log} 2>&1"

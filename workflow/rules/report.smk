@@ -1,21 +1,6 @@
 # The paper's tables and figures for one data set, drawn from the evaluation CSVs.
 
 
-def evaluations_of(wildcards):
-    ds = wildcards.dataset
-    paths = [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in RUNS]
-    paths += [f"results/{ds}/evaluations/examples/{run}_counterfactuals.npz" for run in RUNS]
-    paths += [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in RUNS + BASELINES]
-    if has_masks(config["datasets"][ds]):
-        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in RUNS]
-        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in RUNS]
-    return paths
-
-
-MASKED = [n for n in config["datasets"] if has_masks(config["datasets"][n])]
-UNMASKED = [n for n in config["datasets"] if n not in MASKED]
-
-
 rule report:
     input:
         evaluations_of,
@@ -25,11 +10,14 @@ rule report:
     wildcard_constraints:
         dataset=alternatives(UNMASKED),
     params:
+        files=PARAMS,
         cfg=step_params("report"),
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/report.log",
     shell:
-        "cfgan report --params {PARAMS} --evaluations results/{wildcards.dataset}/evaluations "
+        "cfgan report --params {params.files} --evaluations results/{wildcards.dataset}/evaluations "
         "--out results/{wildcards.dataset} > {log} 2>&1"
 
 

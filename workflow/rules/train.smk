@@ -10,12 +10,15 @@ rule train:
     wildcard_constraints:
         run=alternatives(RUNS),
     params:
+        files=PARAMS,
         cfg=step_params("train"),
     threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/train/{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan train --params {PARAMS} --manifest {input} --run {wildcards.run} "
+        "OMP_NUM_THREADS={threads} cfgan train --params {params.files} --manifest {input} --run {wildcards.run} "
         "--out results/{wildcards.dataset}/runs/{wildcards.run} > {log} 2>&1"
 
 
@@ -28,10 +31,13 @@ rule train_baseline:
     wildcard_constraints:
         backbone=alternatives(config["grid"]["discriminators"]),
     params:
+        files=PARAMS,
         cfg=step_params("train-baseline"),
     threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/train/baseline-{backbone}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan train-baseline --params {PARAMS} --manifest {input} "
+        "OMP_NUM_THREADS={threads} cfgan train-baseline --params {params.files} --manifest {input} "
         "--backbone {wildcards.backbone} --out results/{wildcards.dataset}/baselines/{wildcards.backbone} > {log} 2>&1"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
-from .images import image_size, list_images
+from .images import image_size, list_images, read_mask
 
 COLUMNS = ["path", "label", "mask_path", "mask_min_value", "source_id"]
 
@@ -69,7 +69,6 @@ def index_folder(root: Path, layout: dict) -> pd.DataFrame:
             problems.append(str(exc))
             continue
         if label is None and mask is not None:
-            from .images import read_mask
             label = int(read_mask(mask, min_value).any())
         records.append({"path": str(path), "label": label, "mask_path": str(mask) if mask else "",
                         "mask_min_value": min_value, "source_id": f"{Path(path).parent.name}/{path.stem}"})
@@ -79,6 +78,8 @@ def index_folder(root: Path, layout: dict) -> pd.DataFrame:
         raise UserError(f"{root}: {len(problems)} problem(s) in the data folder:\n  - {shown}{more}")
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     labels = set(frame["label"].dropna().astype(int))
-    if labels != {0, 1}:
+    # With masks, crops get their labels from the masks (crop checks each split has both
+    # classes); class folders must hold both classes themselves.
+    if layout["kind"] == "class_folders" and labels != {0, 1}:
         raise UserError(f"{root}: found only label(s) {sorted(labels)}; need undamaged (0) and damaged (1) images")
     return frame

@@ -1,0 +1,58 @@
+import pandas as pd
+import pytest
+import torch
+
+from cfgan.cli import main
+from cfgan.config import load_params
+from cfgan.steps import keys_for, select
+from cfgan.train import gan
+
+
+@pytest.fixture
+def small_manifest(tmp_path, write_params):
+    params = list(map(str, write_params({
+        "datasets": {"synthetic": {"source": {"kind": "synthetic", "n_sources": 20, "size": 64, "damaged_fraction": 0.7}}},
+        "generator": {"width": 8, "depth": 2}, "discriminator": {"width": 8},
+        "train": {"steps": 6, "batch_size": 8, "val_every": 2}, "evaluate": {"batch_size": 32},
+    })))
+    assert main(["synthetic", "--params", *params, "--dataset", "synthetic", "--out", str(tmp_path / "raw")]) == 0
+    assert main(["split", "--params", *params, "--index", str(tmp_path / "raw/index.csv"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert main(["crop", "--params", *params, "--dataset", "synthetic", "--split-index", str(tmp_path / "s.csv"),
+                 "--out", str(tmp_path / "proc")]) == 0
+    return select(load_params(params), keys_for("train")), tmp_path / "proc/manifest.csv"
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monkeypatch, capsys):
+    params, manifest = small_manifest
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    real_augment = gan.augment
+
+    def dying_augment(x, rng):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # the process is killed during step 5
+        return real_augment(x, rng)
+
+    monkeypatch.setattr(gan, "augment", dying_augment)
+    with pytest.raises(KeyboardInterrupt):
+        gan.train_gan(params, manifest, "cnn_unet-resnet3-c1", out)
+    assert (out / "resume.pt").exists() and not (out / "checkpoint.pt").exists()
+    monkeypatch.setattr(gan, "augment", real_augment)
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1", out)
+    assert "resuming cnn_unet-resnet3-c1 from step 4" in capsys.readouterr().out
+    log = pd.read_csv(out / "log.csv")
+    assert log["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert not (out / "resume.pt").exists()
+
+
+def test_a_seed_makes_a_run_repeat(small_manifest, tmp_path):
+    params, manifest = small_manifest
+    a = gan.train_gan(params, manifest, "cnn_unet-resnet3-c0", tmp_path / "a")
+    b = gan.train_gan(params, manifest, "cnn_unet-resnet3-c0", tmp_path / "b")
+    assert a == b
+    la, lb = pd.read_csv(tmp_path / "a/log.csv"), pd.read_csv(tmp_path / "b/log.csv")
+    pd.testing.assert_frame_equal(la, lb)
+    ca = torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)["d"]
+    cb = torch.load(tmp_path / "b/checkpoint.pt", weights_only=False)["d"]
+    assert all(torch.equal(ca[k], cb[k]) for k in ca)
