@@ -26,7 +26,7 @@ def test_unknown_dataset_is_named(tmp_path, capsys):
 def test_data_steps_and_one_training_step_through_the_cli(tmp_path, write_params):
     params = list(map(str, write_params({
         "datasets": {"synthetic": {"source": {"kind": "synthetic", "n_sources": 20, "size": 64, "damaged_fraction": 0.7}}},
-        "generator": {"width": 8, "depth": 2}, "discriminator": {"width": 8},
+        "generator": {"cnn_unet": {"width": 8, "depth": 2}}, "discriminator": {"resnet3": {"width": 8}},
         "train": {"steps": 3, "batch_size": 8, "val_every": 2}, "evaluate": {"batch_size": 32},
     })))
     raw, interim, processed, run = tmp_path / "raw", tmp_path / "split.csv", tmp_path / "proc", tmp_path / "run"

@@ -4,7 +4,10 @@ import torch
 from cfgan.models import DISCRIMINATORS, build_discriminator, build_generator
 from cfgan.train.losses import discriminator_loss, generator_losses
 
-GEN_CFG = {"width": 8, "depth": 2, "noise_dim": 4, "noise_channels": 1, "dropout": 0.5}
+GEN_CFG = {"noise_dim": 4, "noise_channels": 1, "dropout": 0.5, "cnn_unet": {"width": 8, "depth": 2},
+           "swin_unet": {"encoder": "swin_tiny_patch4_window7_224", "window_size": 2, "encoder_weights": None,
+                         "codebook_size": 16, "decoder_depth": 1}}
+DIS_CFG = {"resnet3": {"width": 8}, "swin": {"window_size": 2}}
 
 
 def test_cnn_unet_shapes_identity_start_and_noise():
@@ -28,35 +31,96 @@ def test_unet_rejects_a_size_it_cannot_halve():
 @pytest.mark.parametrize("name", sorted(DISCRIMINATORS))
 def test_discriminators_give_three_logits_and_baselines_two(name):
     x = torch.rand(2, 3, 32, 32)
-    assert build_discriminator(name, {"width": 8}, 3).eval()(x).shape == (2, 3)
-    assert build_discriminator(name, {"width": 8}, 2).eval()(x).shape == (2, 2)
+    assert build_discriminator(name, DIS_CFG, 32, 3).eval()(x).shape == (2, 3)
+    assert build_discriminator(name, DIS_CFG, 32, 2).eval()(x).shape == (2, 2)
 
 
 def test_unknown_model_name():
     with pytest.raises(KeyError, match="known"):
-        build_discriminator("vgg", {"width": 8})
+        build_discriminator("vgg", DIS_CFG, 32)
 
 
 def test_missing_local_weight_file_is_a_clear_error():
     from cfgan.errors import UserError
     with pytest.raises(UserError, match="not found"):
-        build_discriminator("resnet18", {"width": 8, "weights": {"resnet18": "/nope/resnet18.pth"}})
+        build_discriminator("resnet18", {**DIS_CFG, "weights": {"resnet18": "/nope/resnet18.pth"}}, 32)
 
 
 def test_losses_cycle_term_and_weights():
     torch.manual_seed(0)
     g = build_generator("cnn_unet", GEN_CFG, 16)
     torch.nn.init.normal_(g.to_image.weight, std=0.1)
-    d = build_discriminator("resnet3", {"width": 8}, 3)
+    d = build_discriminator("resnet3", DIS_CFG, 16, 3)
     x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 0, 1])
     x_cf, logits = g(x)
-    w = {"adversarial": 1.0, "auxiliary": 1.0, "l1": 10.0, "cycle": 1.0}
+    w = {"adversarial": 1.0, "auxiliary": 1.0, "l1": 10.0, "cycle": 1.0, "vq": 1.0}
     none = generator_losses(g, d, x, y, x_cf, logits, w, cycles=0, cycle_weights=[1.0])
     assert none["cycle"].item() == 0
     one = generator_losses(g, d, x, y, x_cf, logits, w, cycles=1, cycle_weights=[1.0])
     assert one["cycle"].item() > 0
     assert torch.isclose(one["l1"], 10 * (x - x_cf).abs().mean())
+    assert one["vq"].item() == 0  # the CNN UNet has no VQ bottleneck
     assert torch.isclose(one["total"], one["adversarial"] + one["auxiliary"] + one["l1"] + one["cycle"])
     half = generator_losses(g, d, x, y, x_cf, logits, {**w, "cycle": 0.5}, cycles=1, cycle_weights=[1.0])
     assert half["cycle"].item() < one["cycle"].item()
     assert discriminator_loss(d, x, y, x_cf).item() > 0
+
+
+def test_swin_unet_identity_start_vq_loss_and_noise():
+    g = build_generator("swin_unet", GEN_CFG, 64)
+    x = torch.rand(2, 3, 64, 64)
+    x_cf, logits = g.eval()(x)
+    assert torch.equal(x_cf, x) and logits.shape == (2, 2)
+    assert g.aux_loss.item() > 0  # codebook + commitment loss of the VQ bottleneck
+    torch.nn.init.normal_(g.to_image.weight, std=0.5)
+    a, _ = g(x, torch.zeros(2, 4))
+    b, _ = g(x, torch.ones(2, 4))
+    assert not torch.allclose(a, b)
+
+
+def test_vq_straight_through_gradient():
+    from cfgan.models.quantize import VectorQuantizer
+    vq = VectorQuantizer(8, 4)
+    z = torch.randn(5, 4, requires_grad=True)
+    q, loss = vq(z)
+    assert torch.allclose(q, vq.codebook.weight[((z[:, None] - vq.codebook.weight[None]) ** 2).sum(-1).argmin(1)])
+    q.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))  # straight through
+
+
+def test_augmentation_is_identity_when_disabled_and_stays_in_range():
+    from cfgan.data.augment import augment
+    x = torch.rand(4, 3, 16, 16)
+    off = {"scale": [1.0, 1.0], "rotation": 0, "rot90": False, "hflip": False, "vflip": False,
+           "brightness": 0.0, "hue": 0.0, "blur_p": 0.0}
+    assert torch.allclose(augment(x, off, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    on = {"scale": [0.5, 1.0], "rotation": 20, "rot90": True, "hflip": True, "vflip": True,
+          "brightness": 0.2, "hue": 0.05, "blur_p": 0.5}
+    y = augment(x, on, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1 and not torch.allclose(y, x)
+    flip_only = {**off, "hflip": True}
+    flips = [augment(x[:1], flip_only, torch.Generator().manual_seed(s)) for s in range(8)]
+    assert any(torch.allclose(f, x[:1].flip(3), atol=1e-5) for f in flips)
+
+
+@pytest.mark.slow
+def test_every_paper_pairing_trains_one_step_at_224px():
+    """The paper grid at its real size: every generator x discriminator, one D and one G step."""
+    from cfgan.config import load_params
+    from cfgan.models import DISCRIMINATORS, GENERATORS
+    from cfgan.train.gan import gan_step, optimizers
+    from conftest import ROOT
+    params = load_params([ROOT / "params.yaml"])
+    assert set(params["grid"]["generators"]) == set(GENERATORS)
+    assert set(params["grid"]["discriminators"]) == set(DISCRIMINATORS)
+    cfg = params["train"]
+    x, y = torch.rand(2, 3, 224, 224), torch.tensor([0, 1])
+    for gname in params["grid"]["generators"]:
+        g = build_generator(gname, params["generator"], 224)
+        for dname in params["grid"]["discriminators"]:
+            d = build_discriminator(dname, params["discriminator"], 224, 3)
+            opt_g, opt_d = optimizers(g, d, cfg)
+            before = [p.detach().clone() for p in g.parameters()]
+            losses = gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True)
+            assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), (gname, dname, losses)
+            assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())), (gname, dname)

@@ -12,7 +12,7 @@ from cfgan.train import gan
 def small_manifest(tmp_path, write_params):
     params = list(map(str, write_params({
         "datasets": {"synthetic": {"source": {"kind": "synthetic", "n_sources": 20, "size": 64, "damaged_fraction": 0.7}}},
-        "generator": {"width": 8, "depth": 2}, "discriminator": {"width": 8},
+        "generator": {"cnn_unet": {"width": 8, "depth": 2}}, "discriminator": {"resnet3": {"width": 8}},
         "train": {"steps": 6, "batch_size": 8, "val_every": 2}, "evaluate": {"batch_size": 32},
     })))
     assert main(["synthetic", "--params", *params, "--dataset", "synthetic", "--out", str(tmp_path / "raw")]) == 0
@@ -28,11 +28,11 @@ def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monk
     calls = {"n": 0}
     real_augment = gan.augment
 
-    def dying_augment(x, rng):
+    def dying_augment(x, cfg, rng):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt  # the process is killed during step 5
-        return real_augment(x, rng)
+        return real_augment(x, cfg, rng)
 
     monkeypatch.setattr(gan, "augment", dying_augment)
     with pytest.raises(KeyboardInterrupt):

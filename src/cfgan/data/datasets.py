@@ -59,13 +59,3 @@ def load_split(manifest_path: str | Path, split: str, limit: int | None = None) 
         with ThreadPoolExecutor(4) as pool:
             masks = torch.from_numpy(np.stack(list(pool.map(lambda p: read_mask(root / p, 128), rows["mask_path"]))))
     return Split(x, torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long), masks, rows["path"].tolist())
-
-
-def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random flips and 90-degree rotations, per batch (cheap, label-preserving)."""
-    if torch.rand(1, generator=generator).item() < 0.5:
-        x = x.flip(3)
-    if torch.rand(1, generator=generator).item() < 0.5:
-        x = x.flip(2)
-    k = int(torch.randint(0, 4, (1,), generator=generator).item())
-    return torch.rot90(x, k, dims=(2, 3)) if k else x

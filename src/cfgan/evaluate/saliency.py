@@ -32,7 +32,8 @@ def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu") -> n
 def gradcam_maps(d, split, batch_size: int, device="cpu") -> np.ndarray:
     """Grad-CAM of D's 'damaged' logit at its last convolutional stage (pytorch-grad-cam)."""
     maps = []
-    with GradCAM(model=d, target_layers=[cam_target_layer(d)]) as cam:
+    layer, reshape = cam_target_layer(d)
+    with GradCAM(model=d, target_layers=[layer], reshape_transform=reshape) as cam:
         for start in range(0, len(split), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(split)))
             x, _ = split.batch(idx, device)

@@ -47,11 +47,23 @@ class ResNet3(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-def timm_backbone(name: str, num_classes: int, weights: str | None) -> nn.Module:
+def timm_backbone(name: str, num_classes: int, weights: str | None, key: str, **kwargs) -> nn.Module:
     """A timm model; ImageNet weights only from a local file (no hub download here)."""
     if weights is None:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     if not Path(weights).is_file():
-        raise UserError(f"discriminator.weights.{name}: weight file {weights} not found "
+        raise UserError(f"discriminator.weights.{key}: weight file {weights} not found "
                         f"(download timm's '{name}' weights and put the file there, or remove the key)")
-    return timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)})
+    return timm.create_model(name, pretrained=True, num_classes=num_classes,
+                             pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+
+
+class Hybrid(nn.Module):
+    """ResNet3 and Swin Tiny as one model: the mean of their logits (an ensemble trained jointly)."""
+
+    def __init__(self, resnet: nn.Module, swin: nn.Module):
+        super().__init__()
+        self.resnet, self.swin = resnet, swin
+
+    def forward(self, x):
+        return (self.resnet(x) + self.swin(x)) / 2

@@ -1,23 +1,49 @@
-"""Names in params.yaml -> model constructors (one place; the schema's enums must match)."""
+"""Names in params.yaml -> model constructors (one place; the schema's enums must match).
+
+Generators take (params['generator'], image_size); discriminators take
+(params['discriminator'], image_size, num_classes): 3 logits for D, 2 for the plain twin.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import nn
 
-from .discriminators import ResNet3, timm_backbone
+from .discriminators import Hybrid, ResNet3, timm_backbone
+from .swin_unet import SwinUNet
 from .unet import CNNUNet
 
 
 def _cnn_unet(cfg: dict, image_size: int) -> nn.Module:
-    return CNNUNet(image_size, cfg["width"], cfg["depth"], cfg["noise_dim"], cfg["noise_channels"], cfg["dropout"])
+    c = cfg["cnn_unet"]
+    return CNNUNet(image_size, c["width"], c["depth"], cfg["noise_dim"], cfg["noise_channels"], cfg["dropout"])
 
 
-GENERATORS = {"cnn_unet": _cnn_unet}
+def _swin_unet(cfg: dict, image_size: int) -> nn.Module:
+    c = cfg["swin_unet"]
+    return SwinUNet(image_size, c["encoder"], c["window_size"], c.get("encoder_weights"), cfg["noise_dim"],
+                    cfg["noise_channels"], cfg["dropout"], c["codebook_size"], decoder_depth=c["decoder_depth"])
 
-DISCRIMINATORS = {
-    "resnet3": lambda cfg, n: ResNet3(n, cfg["width"]),
-    "resnet18": lambda cfg, n: timm_backbone("resnet18", n, cfg.get("weights", {}).get("resnet18")),
-    "resnet50": lambda cfg, n: timm_backbone("resnet50", n, cfg.get("weights", {}).get("resnet50")),
+
+GENERATORS: dict[str, Callable[[dict, int], nn.Module]] = {"cnn_unet": _cnn_unet, "swin_unet": _swin_unet}
+
+
+def _weights(cfg: dict, key: str) -> str | None:
+    return (cfg.get("weights") or {}).get(key)
+
+
+def _swin(cfg: dict, image_size: int, n: int, timm_name: str, key: str) -> nn.Module:
+    return timm_backbone(timm_name, n, _weights(cfg, key), key, img_size=image_size, window_size=cfg["swin"]["window_size"])
+
+
+DISCRIMINATORS: dict[str, Callable[[dict, int, int], nn.Module]] = {
+    "resnet3": lambda cfg, size, n: ResNet3(n, cfg["resnet3"]["width"]),
+    "resnet18": lambda cfg, size, n: timm_backbone("resnet18", n, _weights(cfg, "resnet18"), "resnet18"),
+    "resnet50": lambda cfg, size, n: timm_backbone("resnet50", n, _weights(cfg, "resnet50"), "resnet50"),
+    "swin_small": lambda cfg, size, n: _swin(cfg, size, n, "swin_small_patch4_window7_224", "swin_small"),
+    "hybrid": lambda cfg, size, n: Hybrid(ResNet3(n, cfg["resnet3"]["width"]),
+                                          _swin(cfg, size, n, "swin_tiny_patch4_window7_224", "swin_tiny")),
 }
 
 
@@ -27,16 +53,27 @@ def build_generator(name: str, cfg: dict, image_size: int) -> nn.Module:
     return GENERATORS[name](cfg, image_size)
 
 
-def build_discriminator(name: str, cfg: dict, num_classes: int = 3) -> nn.Module:
+def build_discriminator(name: str, cfg: dict, image_size: int, num_classes: int = 3) -> nn.Module:
     if name not in DISCRIMINATORS:
         raise KeyError(f"unknown discriminator {name!r}; known: {', '.join(DISCRIMINATORS)}")
-    return DISCRIMINATORS[name](cfg, num_classes)
+    return DISCRIMINATORS[name](cfg, image_size, num_classes)
 
 
-def cam_target_layer(model: nn.Module) -> nn.Module:
-    """The last convolutional stage, where Grad-CAM reads activations and gradients."""
+def _nhwc_to_nchw(t):
+    return t.permute(0, 3, 1, 2)
+
+
+def cam_target_layer(model: nn.Module) -> tuple[nn.Module, Callable | None]:
+    """Where Grad-CAM reads activations and gradients, and how to make them NCHW.
+
+    CNNs: the last convolutional stage. timm Swin: the last block's norm2, whose output is NHWC.
+    Hybrid: its ResNet3 branch (the Swin branch's maps are coarser)."""
+    if isinstance(model, Hybrid):
+        return cam_target_layer(model.resnet)
     if isinstance(model, ResNet3):
-        return model.stages[-1]
+        return model.stages[-1], None
     if hasattr(model, "layer4"):
-        return model.layer4
+        return model.layer4, None
+    if hasattr(model, "layers") and hasattr(model.layers[-1], "blocks"):
+        return model.layers[-1].blocks[-1].norm2, _nhwc_to_nchw
     raise KeyError(f"no Grad-CAM layer known for {type(model).__name__}")

@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.datasets import augment, load_split
+from ..data.augment import augment
+from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict
 from ..io import write_csv
 from ..models import build_discriminator
-from .common import device, load_checkpoint, save_checkpoint, seed_everything, versions
+from .common import autocast, device, load_checkpoint, prepare, save_checkpoint, seed_everything, versions
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -> dict:
@@ -24,7 +25,8 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
     rng = seed_everything(params["seed"])
     dev = device()
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
-    model = build_discriminator(backbone, params["discriminator"], 2).to(dev)
+    image_size = train.images.shape[-1]
+    model = prepare(build_discriminator(backbone, params["discriminator"], image_size, 2), dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"f1": -1.0, "step": 0, "state": None}, []
     val_every = params["train"]["val_every"]
@@ -32,7 +34,8 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
     for step in tqdm(range(cfg["steps"]), desc=f"baseline-{backbone}", unit="step"):
         idx = torch.randint(len(train), (cfg["batch_size"],), generator=rng)
         x, y = train.batch(idx, dev)
-        loss = F.cross_entropy(model(augment(x, rng)), y)
+        with autocast(dev):
+            loss = F.cross_entropy(model(augment(x, params["train"]["augment"], rng)), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -46,7 +49,8 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
             if f1 > best["f1"]:
                 best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
         log.append(row)
-    summary = {"run": f"baseline-{backbone}", "backbone": backbone, "best_step": best["step"], "val_f1": best["f1"]}
+    summary = {"run": f"baseline-{backbone}", "backbone": backbone, "best_step": best["step"], "val_f1": best["f1"],
+               "image_size": image_size}
     save_checkpoint(out_dir / "checkpoint.pt", {"kind": "baseline", "model": best["state"], "params": params,
                                                "summary": summary, "versions": versions()})
     write_csv(out_dir / "log.csv", pd.DataFrame(log))
@@ -55,6 +59,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
 
 def load_baseline(path: Path, dev="cpu"):
     ckpt = load_checkpoint(path)
-    model = build_discriminator(ckpt["summary"]["backbone"], ckpt["params"]["discriminator"], 2)
+    s = ckpt["summary"]
+    model = build_discriminator(s["backbone"], ckpt["params"]["discriminator"], s["image_size"], 2)
     model.load_state_dict(ckpt["model"])
     return model.to(dev).eval(), ckpt

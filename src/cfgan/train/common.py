@@ -24,6 +24,17 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def prepare(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
+    """Move to the device; channels-last on a GPU, where convolutions run faster in it."""
+    model = model.to(dev)
+    return model.to(memory_format=torch.channels_last) if dev.type == "cuda" else model
+
+
+def autocast(dev: torch.device):
+    """bf16 autocast on a GPU, plain fp32 on the CPU."""
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+
 def versions() -> dict:
     import timm
     return {"cfgan": __version__, "torch": torch.__version__, "timm": timm.__version__,

@@ -15,12 +15,13 @@ import torch
 from tqdm import tqdm
 
 from ..config import parse_run_name
-from ..data.datasets import augment, load_split
+from ..data.augment import augment
+from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
 from ..io import write_csv
 from ..models import build_discriminator, build_generator
-from .common import device, load_checkpoint, save_checkpoint, seed_everything, versions
+from .common import autocast, device, load_checkpoint, prepare, save_checkpoint, seed_everything, versions
 from .losses import discriminator_loss, generator_losses
 
 
@@ -31,6 +32,33 @@ def val_f1(d, split, batch_size, dev) -> float:
     return binary_metrics(split.labels.numpy(), real_class_probs(probs).argmax(1).numpy())["f1"]
 
 
+def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool) -> dict:
+    """One D update (eq. 1) and, when `update_g`, one G update (eq. 2-6). Returns the losses."""
+    dev = x.device
+    with torch.no_grad(), autocast(dev):
+        x_cf, _ = g(x)
+    with autocast(dev):
+        loss_d = discriminator_loss(d, x, y, x_cf)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    out = {"loss_d": loss_d.item()}
+    if update_g:
+        with autocast(dev):
+            x_cf, logits = g(x)
+            terms = generator_losses(g, d, x, y, x_cf, logits, cfg["loss"], cycles, cfg["cycle_weights"])
+        opt_g.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt_g.step()
+        out.update({f"loss_g_{k}": v.item() for k, v in terms.items()})
+    return out
+
+
+def optimizers(g, d, cfg: dict):
+    return (torch.optim.Adam(g.parameters(), lr=cfg["lr_g"], betas=tuple(cfg["betas"])),
+            torch.optim.Adam(d.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"])))
+
+
 def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
     gen_name, dis_name, cycles = parse_run_name(run)
     cfg = params["train"]
@@ -38,10 +66,9 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
     dev = device()
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
     image_size = train.images.shape[-1]
-    g = build_generator(gen_name, params["generator"], image_size).to(dev)
-    d = build_discriminator(dis_name, params["discriminator"], 3).to(dev)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg["lr_g"], betas=tuple(cfg["betas"]))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"]))
+    g = prepare(build_generator(gen_name, params["generator"], image_size), dev)
+    d = prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3), dev)
+    opt_g, opt_d = optimizers(g, d, cfg)
     resume_path = out_dir / "resume.pt"
     start, log, best = 0, [], {"f1": -1.0, "step": 0, "g": None, "d": None}
     if resume_path.exists():
@@ -56,21 +83,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
         idx = torch.randint(len(train), (cfg["batch_size"],), generator=rng)
         x, y = train.batch(idx, dev)
-        x = augment(x, rng)
-        with torch.no_grad():
-            x_cf, _ = g(x)
-        loss_d = discriminator_loss(d, x, y, x_cf)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        row = {"step": step + 1, "loss_d": loss_d.item()}
-        if (step + 1) % cfg["g_every"] == 0:
-            x_cf, logits = g(x)
-            terms = generator_losses(g, d, x, y, x_cf, logits, cfg["loss"], cycles, cfg["cycle_weights"])
-            opt_g.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt_g.step()
-            row.update({f"loss_g_{k}": v.item() for k, v in terms.items()})
+        x = augment(x, cfg["augment"], rng)
+        row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g=(step + 1) % cfg["g_every"] == 0)}
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
             f1 = val_f1(d, val, params["evaluate"]["batch_size"], dev)
@@ -97,6 +111,6 @@ def load_gan(path: Path, dev="cpu"):
     ckpt = load_checkpoint(path)
     s, p = ckpt["summary"], ckpt["params"]
     g = build_generator(s["generator"], p["generator"], s["image_size"])
-    d = build_discriminator(s["discriminator"], p["discriminator"], 3)
+    d = build_discriminator(s["discriminator"], p["discriminator"], s["image_size"], 3)
     g.load_state_dict(ckpt["g"]); d.load_state_dict(ckpt["d"])
     return g.to(dev).eval(), d.to(dev).eval(), ckpt

@@ -23,6 +23,7 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
     adversarial (eq. 2): D must call G(x) the opposite real class;
     auxiliary (eq. 3): G's head predicts x's class;
     l1 (eq. 4): mean |x - G(x)|;
+    vq: the Swin UNet's vector-quantisation loss of its last forward (zero for the CNN UNet);
     cycle (eq. 6): nested counterfactuals G^k(x), k = 2 .. 2n, each scored by D against the class
     it should show (y for even k, 1 - y for odd k), half-cycle k weighted by cycle_weights[k-2]
     (the last weight repeats).
@@ -31,6 +32,7 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
         "adversarial": F.cross_entropy(d(x_cf), 1 - y),
         "auxiliary": F.cross_entropy(cls_logits, y),
         "l1": (x - x_cf).abs().mean(),
+        "vq": getattr(g, "aux_loss", x_cf.new_zeros(())),
     }
     cycle = x_cf.new_zeros(())
     current = x_cf

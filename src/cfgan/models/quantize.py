@@ -1,0 +1,23 @@
+"""Vector quantisation (VQ-VAE) for the Swin UNet's bottleneck: nearest codebook entry,
+codebook + commitment loss, straight-through gradient."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, codebook_size: int, dim: int, beta: float = 0.25):
+        super().__init__()
+        self.codebook = nn.Embedding(codebook_size, dim)
+        nn.init.uniform_(self.codebook.weight, -1 / codebook_size, 1 / codebook_size)
+        self.beta = beta
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z: (..., dim) -> (quantised z with straight-through gradient, VQ loss)."""
+        flat = z.reshape(-1, z.shape[-1]).float()
+        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.weight.float().t() \
+            + self.codebook.weight.float().pow(2).sum(1)
+        q = self.codebook(dist.argmin(1)).view_as(z).to(z.dtype)
+        loss = F.mse_loss(q, z.detach()) + self.beta * F.mse_loss(z, q.detach())
+        return z + (q - z).detach(), loss
