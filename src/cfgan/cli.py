@@ -108,6 +108,12 @@ def cmd_train_baseline(args):
     print(f"{s['run']}: best val F1 {s['val_f1']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
 
 
+def cmd_train_segmenter(args):
+    from .train.segmenters import train_segmenter
+    s = train_segmenter(_params(args, "train-segmenter"), Path(args.manifest), args.arch, Path(args.out))
+    print(f"{s['run']}: best val IoU {s['val_iou']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
+
+
 # --- evaluation ------------------------------------------------------------------------------
 
 def _write_eval(frame, out):
@@ -176,11 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     step("crop", cmd_crop, "tile or resize the split images into crops + manifest", "dataset", "split-index", "out")
     step("train", cmd_train, "train one GAN run {generator}-{discriminator}-c{cycles}", "manifest", "run", "out")
     step("train-baseline", cmd_train_baseline, "train the plain 2-class classifier", "manifest", "backbone", "out")
+    step("train-segmenter", cmd_train_segmenter, "train a supervised segmenter on the masks", "manifest", "arch", "out")
     step("fid", cmd_fid, "FID of counterfactuals (full / und. / dam.)", "manifest", "checkpoint", "dataset", "out", "examples")
     step("classify", cmd_classify, "accuracy, F1, precision, recall on test", "manifest", "checkpoint", "dataset", "out")
     step("robustness", cmd_robustness, "targeted PGD and Gaussian-noise sweeps", "manifest", "checkpoint", "dataset", "out")
     step("uncertainty", cmd_uncertainty, "correlation of p_fake with per-sample NLL", "manifest", "checkpoint", "dataset", "out")
-    step("saliency", cmd_saliency, "saliency IoU: counterfactual vs Grad-CAM", "manifest", "checkpoint", "dataset", "out", "examples")
+    step("saliency", cmd_saliency, "saliency IoU: counterfactual vs Grad-CAM, or a segmenter's", "manifest", "checkpoint", "dataset", "out", "examples")
     step("report", cmd_report, "the paper's tables and figures for one data set", "evaluations", "out")
     step("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml (the DVC front door) for these params files", "out")
     return parser

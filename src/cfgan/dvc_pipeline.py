@@ -100,6 +100,19 @@ def build(files: list[str], wdir: str | None) -> dict:
         report_deps += [f"{ev}/{k}/baseline-{b}.csv" for k in ("classification", "robustness") for b in backbones]
         report_deps += [f"{ev}/examples/{run}_counterfactuals.npz" for run in runs]
         if has_masks(merged["datasets"][ds]):
+            archs = merged["segmenter"]["architectures"]
+            seg_dir = f"{r}/segmenters/${{item.arch}}"
+            if archs:
+                stage(f"train_segmenter_{ds}", f"cfgan train-segmenter --params {P} --manifest {manifest} --arch ${{item.arch}} "
+                      f"--out {seg_dir}", [f"data/processed/{ds}"], [f"{seg_dir}/checkpoint.pt", f"{seg_dir}/log.csv"],
+                      "train-segmenter", matrix={"arch": archs})
+                stage(f"saliency_segmenter_{ds}", f"cfgan saliency {common} --checkpoint {seg_dir}/checkpoint.pt "
+                      f"--out {ev}/saliency/segmenter-${{item.arch}}.csv --examples {ev}/examples/segmenter-${{item.arch}}_saliency.npz",
+                      [f"data/processed/{ds}", f"{seg_dir}/checkpoint.pt"],
+                      [f"{ev}/saliency/segmenter-${{item.arch}}.csv", f"{ev}/examples/segmenter-${{item.arch}}_saliency.npz"],
+                      "saliency", matrix={"arch": archs})
+                report_deps += [f"{ev}/saliency/segmenter-{a}.csv" for a in archs]
+                report_deps += [f"{ev}/examples/segmenter-{a}_saliency.npz" for a in archs]
             stage(f"saliency_{ds}", f"cfgan saliency {common} --checkpoint {ckpt_gan} --out {ev}/saliency/${{item.run}}.csv "
                   f"--examples {ev}/examples/${{item.run}}_saliency.npz", [f"data/processed/{ds}", ckpt_gan],
                   [f"{ev}/saliency/${{item.run}}.csv", f"{ev}/examples/${{item.run}}_saliency.npz"], "saliency",

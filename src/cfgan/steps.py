@@ -17,12 +17,13 @@ STEP_KEYS: dict[str, list[str]] = {
     "crop": ["seed", "datasets.{dataset}.crop"],
     "train": ["seed", "generator", "discriminator", "train", "evaluate.batch_size"],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size"],
+    "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size"],
     "fid": ["seed", "evaluate.fid", "evaluate.batch_size"],
     "classify": ["seed", "evaluate.batch_size"],
     "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
     "uncertainty": ["seed", "evaluate.batch_size"],
     "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size"],
-    "report": ["grid", "report"],
+    "report": ["grid", "segmenter.architectures", "report"],
 }
 
 

@@ -16,6 +16,9 @@ PARAMS = " ".join(PARAMS_FILES)
 DATASETS = config["run_datasets"]
 RUNS = grid_runs(config)
 BASELINES = [f"baseline-{b}" for b in config["grid"]["discriminators"]]
+SEGMENTERS = [f"segmenter-{a}" for a in config["segmenter"]["architectures"]]
+MASKED = [n for n in config["datasets"] if has_masks(config["datasets"][n])]
+UNMASKED = [n for n in config["datasets"] if n not in MASKED]
 
 
 def step_params(step):
@@ -36,6 +39,8 @@ def checkpoint_of(wildcards):
     run = wildcards.run
     if run.startswith("baseline-"):
         return f"results/{wildcards.dataset}/baselines/{run.removeprefix('baseline-')}/checkpoint.pt"
+    if run.startswith("segmenter-"):
+        return f"results/{wildcards.dataset}/segmenters/{run.removeprefix('segmenter-')}/checkpoint.pt"
     return f"results/{wildcards.dataset}/runs/{run}/checkpoint.pt"
 
 
@@ -64,10 +69,7 @@ def evaluations_of(wildcards):
     paths += [f"results/{ds}/evaluations/examples/{run}_counterfactuals.npz" for run in RUNS]
     paths += [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in RUNS + BASELINES]
     if has_masks(config["datasets"][ds]):
-        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in RUNS]
-        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in RUNS]
+        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in RUNS + SEGMENTERS]
+        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in RUNS + SEGMENTERS]
     return paths
 
-
-MASKED = [n for n in config["datasets"] if has_masks(config["datasets"][n])]
-UNMASKED = [n for n in config["datasets"] if n not in MASKED]

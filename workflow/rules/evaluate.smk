@@ -89,12 +89,12 @@ rule uncertainty:
 rule saliency:
     input:
         manifest="data/processed/{dataset}/manifest.csv",
-        checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
+        checkpoint=checkpoint_of,
     output:
         csv="results/{dataset}/evaluations/saliency/{run}.csv",
         examples="results/{dataset}/evaluations/examples/{run}_saliency.npz",
     wildcard_constraints:
-        run=alternatives(RUNS),
+        run=alternatives(RUNS + SEGMENTERS),
     params:
         files=PARAMS,
         cfg=step_params("saliency"),

@@ -41,3 +41,25 @@ rule train_baseline:
     shell:
         "OMP_NUM_THREADS={threads} cfgan train-baseline --params {params.files} --manifest {input} "
         "--backbone {wildcards.backbone} --out results/{wildcards.dataset}/baselines/{wildcards.backbone} > {log} 2>&1"
+
+
+rule train_segmenter:
+    input:
+        "data/processed/{dataset}/manifest.csv",
+    output:
+        checkpoint="results/{dataset}/segmenters/{arch}/checkpoint.pt",
+        log="results/{dataset}/segmenters/{arch}/log.csv",
+    wildcard_constraints:
+        dataset=alternatives(MASKED),
+        arch=alternatives(config["segmenter"]["architectures"]),
+    params:
+        files=PARAMS,
+        cfg=step_params("train-segmenter"),
+    threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        "logs/{dataset}/train/segmenter-{arch}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan train-segmenter --params {params.files} --manifest {input} "
+        "--arch {wildcards.arch} --out results/{wildcards.dataset}/segmenters/{wildcards.arch} > {log} 2>&1"

@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..train.baselines import load_baseline
 from ..train.common import device, load_checkpoint
 from ..train.gan import load_gan
+from ..train.segmenters import load_segmenter, predict_masks
 from . import fid, robustness, saliency, uncertainty
 from .metrics import binary_metrics
 from .predict import predict, real_class_probs
@@ -99,27 +100,38 @@ def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> p
 
 
 def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
+    """IoU per damaged test crop for a GAN run (counterfactual maps and Grad-CAM on its D) or a
+    supervised segmenter; thresholds chosen on val."""
     dev, bs, seed = device(), params["evaluate"]["batch_size"], params["seed"]
-    g, d, ckpt = load_gan(checkpoint, dev)
     candidates = params["evaluate"]["saliency"]["thresholds"]
     val, test = load_split(manifest, "val"), load_split(manifest, "test")
     if test.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so saliency IoU does not apply to this data set")
+    if load_checkpoint(checkpoint)["kind"] == "segmenter":
+        model, ckpt = load_segmenter(checkpoint, dev)
+        methods = [("segmenter", False, lambda s: predict_masks(model, s, bs, dev).numpy())]
+    else:
+        g, d, ckpt = load_gan(checkpoint, dev)
+        methods = [("counterfactual", True, lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev)),
+                   ("gradcam", True, lambda s: saliency.gradcam_maps(d, s, bs, dev))]
     rows, example_maps = [], {}
-    for method, make in (("counterfactual", lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev)),
-                         ("gradcam", lambda s: saliency.gradcam_maps(d, s, bs, dev))):
-        vmask, tmask = (val.labels == 1).numpy(), (test.labels == 1).numpy()
-        t = saliency.choose_threshold(make(val)[vmask], val.masks.numpy()[vmask], candidates)
+    vmask, tmask = (val.labels == 1).numpy(), (test.labels == 1).numpy()
+    for method, relative, make in methods:
+        t = saliency.choose_threshold(make(val)[vmask], val.masks.numpy()[vmask], candidates, relative)
         test_maps = make(test)
-        ious = saliency.per_image_iou(test_maps[tmask], test.masks.numpy()[tmask], t)
+        ious = saliency.per_image_iou(test_maps[tmask], test.masks.numpy()[tmask], t, relative)
         example_maps[method] = test_maps
-        note = f"threshold {t} x max, chosen on {int(vmask.sum())} val crops"
+        note = f"{method}: threshold {t}{' x max' if relative else ''}, chosen on {int(vmask.sum())} val crops"
         rows += [{"model": method, "metric": "iou", "condition": path, "value": v, "note": note}
                  for path, v in zip(np.array(test.paths)[tmask], ious)]
         rows += [{"model": method, "metric": f"iou_{stat}", "condition": "test", "value": float(fn(ious)), "note": note}
                  for stat, fn in (("mean", np.mean), ("median", np.median))]
         rows.append({"model": method, "metric": "threshold", "condition": "val", "value": t, "note": note})
-    idx = torch.nonzero(test.labels == 1).flatten()[:N_EXAMPLES]
+        if method == "segmenter":  # a crop is called damaged when its predicted mask is not empty
+            predicted = saliency.binarize(test_maps, t, relative).reshape(len(test), -1).any(1)
+            rows += [{"model": method, "metric": k, "condition": "test", "value": v, "note": note}
+                     for k, v in binary_metrics(test.labels.numpy(), predicted).items()]
+    idx = torch.nonzero(test.labels == 1).flatten()[:N_EXAMPLES].numpy()
     np.savez_compressed(examples_out, x=test.images[idx].numpy(), mask=test.masks[idx].numpy(),
-                        counterfactual=example_maps["counterfactual"][idx.numpy()], gradcam=example_maps["gradcam"][idx.numpy()])
+                        **{name: maps[idx] for name, maps in example_maps.items()})
     return _frame(rows, dataset, ckpt["summary"]["run"])

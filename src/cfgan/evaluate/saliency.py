@@ -1,8 +1,8 @@
 """Figures 4-5, Table 5: saliency |x - G(x)| and Grad-CAM on the same D, scored by IoU.
 
-A map becomes a binary mask by thresholding at t x (the map's maximum); t is chosen from
-params' candidates to maximise the mean IoU on the validation split's damaged crops and then
-applied unchanged to the test split.
+A saliency map becomes a binary mask by thresholding at t x (the map's maximum); a supervised
+segmenter's probability map at t itself. t is chosen from params' candidates to maximise the
+mean IoU on the validation split's damaged crops and then applied unchanged to the test split.
 """
 
 from __future__ import annotations
@@ -41,16 +41,18 @@ def gradcam_maps(d, split, batch_size: int, device="cpu") -> np.ndarray:
     return np.concatenate(maps)
 
 
-def binarize(maps: np.ndarray, t: float) -> np.ndarray:
+def binarize(maps: np.ndarray, t: float, relative: bool = True) -> np.ndarray:
+    if not relative:
+        return maps >= t
     peak = maps.reshape(len(maps), -1).max(1).reshape(-1, 1, 1)
     return (maps >= t * peak) & (peak > 0)
 
 
-def per_image_iou(maps: np.ndarray, masks: np.ndarray, t: float) -> np.ndarray:
-    pred = binarize(maps, t)
+def per_image_iou(maps: np.ndarray, masks: np.ndarray, t: float, relative: bool = True) -> np.ndarray:
+    pred = binarize(maps, t, relative)
     return np.array([iou(p, m) for p, m in zip(pred, masks)])
 
 
-def choose_threshold(maps: np.ndarray, masks: np.ndarray, candidates: list[float]) -> float:
-    scores = [per_image_iou(maps, masks, t).mean() for t in candidates]
+def choose_threshold(maps: np.ndarray, masks: np.ndarray, candidates: list[float], relative: bool = True) -> float:
+    scores = [per_image_iou(maps, masks, t, relative).mean() for t in candidates]
     return float(candidates[int(np.argmax(scores))])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from .discriminators import Hybrid, ResNet3, timm_backbone
@@ -51,6 +52,28 @@ def build_generator(name: str, cfg: dict, image_size: int) -> nn.Module:
     if name not in GENERATORS:
         raise KeyError(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}")
     return GENERATORS[name](cfg, image_size)
+
+
+class Segmenter(nn.Module):
+    """A generator architecture as a supervised segmenter (the saliency baselines of table 5):
+    its decoder's last feature map -> one mask logit per pixel; no noise (z = 0)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+        width = unet.to_image.in_features if isinstance(unet.to_image, nn.Linear) else unet.to_image.in_channels
+        self.mask_head = nn.Linear(width, 1)
+        self.nhwc = isinstance(unet, SwinUNet)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.zeros(x.shape[0], self.unet.noise_dim, device=x.device, dtype=x.dtype)
+        h, _ = self.unet.decode(x, z)
+        h = h if self.nhwc else h.permute(0, 2, 3, 1)
+        return self.mask_head(h)[..., 0]  # B x H x W logits
+
+
+def build_segmenter(name: str, cfg: dict, image_size: int) -> nn.Module:
+    return Segmenter(build_generator(name, cfg, image_size))
 
 
 def build_discriminator(name: str, cfg: dict, image_size: int, num_classes: int = 3) -> nn.Module:

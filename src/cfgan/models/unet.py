@@ -78,9 +78,8 @@ class CNNUNet(nn.Module):
         nn.init.zeros_(self.to_image.weight)  # start as the identity: G(x) = x
         nn.init.zeros_(self.to_image.bias)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if z is None:
-            z = torch.randn(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
+    def decode(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last decoder feature map (NCHW, full resolution) and the class logits."""
         skips = [self.stem(x)]
         for block in self.down:
             skips.append(block(skips[-1]))
@@ -89,6 +88,11 @@ class CNNUNet(nn.Module):
         for block, pool in zip(self.up, self.pools):
             h = block(h, skips.pop(), z)
             pooled.append(pool(h))
-        logits = self.head(torch.cat(pooled, dim=1))
+        return h, self.head(torch.cat(pooled, dim=1))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if z is None:
+            z = torch.randn(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
+        h, logits = self.decode(x, z)
         x_cf = (x + torch.tanh(self.to_image(h))).clamp(0, 1)
         return x_cf, logits

@@ -47,8 +47,10 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
     if not sal.empty:
         table(tables.table5_segmentation(sal, cls), "table5_segmentation.csv",
               "Table 5: saliency masks against ground truth (test split, damaged crops)", tables._notes(sal))
+        segmenters = {a: np.load(ex / f"segmenter-{a}_saliency.npz")["segmenter"]
+                      for a in params["segmenter"]["architectures"] if (ex / f"segmenter-{a}_saliency.npz").exists()}
         figures.fig4_saliency(dict(np.load(ex / f"{showcase}_saliency.npz")), fdir / "fig4_saliency.png",
-                              f"Saliency of {showcase}: counterfactual vs Grad-CAM")
+                              f"Saliency of {showcase}: counterfactual vs Grad-CAM vs supervised segmenters", segmenters)
         figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
         written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
     return written

@@ -54,15 +54,19 @@ def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str) -> None:
         ax2.set_ylabel("mean p_fake (dashed)")
         ax2.set_ylim(0, 1)
     ax.set_xlabel(xlabel); ax.set_ylabel("F1 (solid)"); ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.12, 1.0))
     _save(fig, path)
 
 
-def fig4_saliency(examples: dict, path: Path, title: str) -> None:
+def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, np.ndarray] | None = None) -> None:
+    """Input, ground truth, the GAN's counterfactual map, Grad-CAM on its D, and (when given)
+    the supervised segmenters' probability maps on the same crops."""
     x, mask = examples["x"], examples["mask"]
     cols = [("input", lambda i: _img(x[i]), None), ("ground truth", lambda i: mask[i], "gray"),
             ("counterfactual |x-G(x)|", lambda i: examples["counterfactual"][i], "magma"),
             ("Grad-CAM", lambda i: examples["gradcam"][i], "magma")]
+    for name, maps in (segmenters or {}).items():
+        cols.append((f"segmenter {name}", lambda i, m=maps: m[i], "magma"))
     fig, axes = plt.subplots(len(x), len(cols), figsize=(1.8 * len(cols), 1.8 * len(x)), squeeze=False)
     for i in range(len(x)):
         for j, (name, get, cmap) in enumerate(cols):
@@ -82,5 +86,5 @@ def fig5_iou_quantiles(sal: pd.DataFrame, path: Path) -> None:
             rows.append({"series": f"{method} ({run})", "quantile": q, "iou": float(np.quantile(grp["value"], q))})
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=pd.DataFrame(rows), x="quantile", y="iou", hue="series", marker=".", ax=ax)
-    ax.set_ylim(0, 1); ax.set_ylabel("IoU at quantile"); ax.legend(fontsize=7)
+    ax.set_ylim(0, 1); ax.set_ylabel("IoU at quantile"); ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, path)

@@ -42,10 +42,16 @@ def table4_fakeness(unc: pd.DataFrame) -> pd.DataFrame:
 
 
 def table5_segmentation(sal: pd.DataFrame, cls: pd.DataFrame) -> pd.DataFrame:
-    s = sal[sal["metric"].isin(["iou_mean", "iou_median"])]
+    """IoU of every saliency method; accuracy and F1 of the classifier behind it (D for the GAN
+    runs' maps, the segmenter's own 'mask not empty' call for the segmenters)."""
+    s = sal[sal["metric"].isin(["iou_mean", "iou_median", "accuracy", "f1"])]
     s = s.pivot_table(index=["run", "model"], columns="metric", values="value").reset_index()
-    d = cls[cls["model"] == "D"].pivot_table(index="run", columns="metric", values="value")[["accuracy", "f1"]].reset_index()
-    out = s.merge(d, on="run", how="left").rename(columns={"model": "saliency"})
+    d = cls[cls["model"] == "D"].pivot_table(index="run", columns="metric", values="value")[["accuracy", "f1"]]
+    for col in ("accuracy", "f1"):
+        if col not in s:
+            s[col] = float("nan")
+        s[col] = s[col].fillna(s["run"].map(d[col]))
+    out = s.rename(columns={"model": "saliency"})
     return out[["run", "saliency", "accuracy", "f1", "iou_mean", "iou_median"]]
 
 
