@@ -2,24 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cfgan.cli import main
-from cfgan.config import load_params
-from cfgan.steps import keys_for, select
 from cfgan.train import gan
-
-
-@pytest.fixture
-def small_manifest(tmp_path, write_params):
-    params = list(map(str, write_params({
-        "datasets": {"synthetic": {"source": {"kind": "synthetic", "n_sources": 20, "size": 64, "damaged_fraction": 0.7}}},
-        "generator": {"cnn_unet": {"width": 8, "depth": 2}}, "discriminator": {"resnet3": {"width": 8}},
-        "train": {"steps": 6, "batch_size": 8, "val_every": 2}, "evaluate": {"batch_size": 32},
-    })))
-    assert main(["synthetic", "--params", *params, "--dataset", "synthetic", "--out", str(tmp_path / "raw")]) == 0
-    assert main(["split", "--params", *params, "--index", str(tmp_path / "raw/index.csv"), "--out", str(tmp_path / "s.csv")]) == 0
-    assert main(["crop", "--params", *params, "--dataset", "synthetic", "--split-index", str(tmp_path / "s.csv"),
-                 "--out", str(tmp_path / "proc")]) == 0
-    return select(load_params(params), keys_for("train")), tmp_path / "proc/manifest.csv"
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monkeypatch, capsys):

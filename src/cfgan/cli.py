@@ -156,6 +156,12 @@ def cmd_report(args):
     print("tables and figures:\n  " + "\n  ".join(map(str, written)))
 
 
+def cmd_explain(args):
+    from .explain import explain
+    written = explain(args.run, args.images, Path(args.out), args.force)
+    print("wrote:\n  " + "\n  ".join(map(str, written)))
+
+
 def cmd_dvc_yaml(args):
     from .dvc_pipeline import write
     load_params(args.params)  # validate before writing anything
@@ -190,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     step("saliency", cmd_saliency, "saliency IoU: counterfactual vs Grad-CAM, or a segmenter's", "manifest", "checkpoint", "dataset", "out", "examples")
     step("report", cmd_report, "the paper's tables and figures for one data set", "evaluations", "out")
     step("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml (the DVC front door) for these params files", "out")
+    ex = sub.add_parser("explain", help="counterfactual, saliency overlay and probabilities for your own images")
+    ex.add_argument("--run", required=True, help="a trained run folder (results/<ds>/runs/<run>) or its checkpoint.pt")
+    ex.add_argument("images", nargs="+", help="image files")
+    ex.add_argument("--out", default="explanations", help="output folder (default: explanations/)")
+    ex.add_argument("--force", action="store_true", help="overwrite earlier explanations of the same names")
+    ex.set_defaults(func=cmd_explain)
     return parser
 
 

@@ -50,6 +50,17 @@ MASK_TABLES = ["table5_segmentation"]
 MASK_FIGURES = ["fig4_saliency", "fig5_iou_quantiles"]
 
 
+def report_table(name):
+    """A table's CSV, flagged for `snakemake --report` with its caption."""
+    return report(f"results/{{dataset}}/tables/{name}.csv", caption=f"../report/{name}.rst",
+                  category="{dataset}", subcategory="tables", labels={"artifact": name})
+
+
+def report_figure(name):
+    return report(f"results/{{dataset}}/figures/{name}.png", caption=f"../report/{name}.rst",
+                  category="{dataset}", subcategory="figures", labels={"artifact": name})
+
+
 def report_outputs(dataset):
     masks = has_masks(config["datasets"][dataset])
     tables = TABLES + (MASK_TABLES if masks else [])

@@ -5,8 +5,9 @@ rule report:
     input:
         evaluations_of,
     output:
-        [f"results/{{dataset}}/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md")],
-        [f"results/{{dataset}}/figures/{f}.png" for f in FIGURES],
+        [f"results/{{dataset}}/tables/{t}.md" for t in TABLES],
+        [report_table(t) for t in TABLES],
+        [report_figure(f) for f in FIGURES],
     wildcard_constraints:
         dataset=alternatives(UNMASKED),
     params:
@@ -23,7 +24,8 @@ rule report:
 
 use rule report as report_with_masks with:
     output:
-        [f"results/{{dataset}}/tables/{t}.{ext}" for t in TABLES + MASK_TABLES for ext in ("csv", "md")],
-        [f"results/{{dataset}}/figures/{f}.png" for f in FIGURES + MASK_FIGURES],
+        [f"results/{{dataset}}/tables/{t}.md" for t in TABLES + MASK_TABLES],
+        [report_table(t) for t in TABLES + MASK_TABLES],
+        [report_figure(f) for f in FIGURES + MASK_FIGURES],
     wildcard_constraints:
         dataset=alternatives(MASKED),
