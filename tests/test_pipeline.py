@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import copy_workflow
+from conftest import ROOT, copy_workflow
 
 ARTIFACTS = [f"tables/{t}.{ext}" for t in ("table1_fid", "table2_classification", "table3_fid_subsets",
                                             "table4_fakeness_correlation", "table5_segmentation") for ext in ("csv", "md")]
@@ -20,6 +21,21 @@ def snakemake(cwd: Path, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/tiny", *args],
                           cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def planned_rules(cwd: Path) -> set[str]:
+    """The rules a dry run would execute."""
+    out = snakemake(cwd, "-n", "--quiet", "rules", "all")
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return set()
+    rules = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            rules.add(parts[0])
+    return rules
 
 
 @pytest.mark.slow
@@ -39,5 +55,44 @@ def test_tiny_profile_end_to_end(tmp_path):
     assert corr["resnet3"].map(lambda v: math.isnan(v) or -1 <= v <= 1).all()
     seg = pd.read_csv(results / "tables/table5_segmentation.csv")
     assert set(seg["saliency"]) == {"counterfactual", "gradcam"} and seg["iou_median"].between(0, 1).all()
+    rob = pd.concat(pd.read_csv(p) for p in (results / "evaluations/robustness").glob("baseline-*.csv"))
+    f1 = rob[rob["metric"] == "f1"].set_index("condition")["value"]
+    strengths = sorted(float(c.split("=")[1]) for c in f1.index if c.startswith("pgd="))
+    assert f1[f"pgd={strengths[-1]}"] < f1["pgd=0.0"]  # the plain classifier falls to the strongest PGD
     again = snakemake(work, "-n", "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # DVC checkouts do not keep mtimes: newer inputs alone must not rerun finished work
+    for path in sorted((work / "data").rglob("*"), reverse=True):
+        os.utime(path)
+    touched = snakemake(work, "-n", "all")
+    assert "Nothing to be done" in touched.stdout + touched.stderr
+    # exact invalidation: a loss weight reruns training and what follows it, a PGD setting only robustness
+    overlay = work / "workflow/profiles/tiny/params.yaml"
+    original = overlay.read_text()
+    overlay.write_text(original + "\ntrain: {loss: {l1: 5.0}}\n" if "train:" not in original else original.replace(
+        "train: {", "train: {loss: {adversarial: 1.0, auxiliary: 1.0, l1: 5.0, cycle: 1.0, vq: 1.0}, "))
+    assert planned_rules(work) == {"train", "fid", "classify", "robustness", "uncertainty", "saliency", "report_with_masks", "all"}
+    overlay.write_text(original.replace("pgd: {step_sizes: [", "pgd: {steps: 5, step_sizes: ["))
+    assert planned_rules(work) == {"robustness", "report_with_masks", "all"}
+    overlay.write_text(original)
+    assert planned_rules(work) == set()
+    report = snakemake(work, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (work / "report.html").read_text(errors="replace")
+    assert "fig5_iou_quantiles" in html and "Pearson correlation" in html
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
+    work = copy_workflow(tmp_path)
+    shutil.copytree(ROOT / "src", work / "src")
+    shutil.copy2(ROOT / "dvc.yaml", work / "dvc.yaml")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    dvc = [sys.executable, "-m", "dvc"]
+    assert subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=work, env=env).returncode == 0
+    proc = subprocess.run([*dvc, "repro", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    for artifact in ARTIFACTS:
+        assert (work / "results/synthetic" / artifact).stat().st_size > 0, artifact
+    status = subprocess.run([*dvc, "status", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout
