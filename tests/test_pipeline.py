@@ -90,9 +90,22 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     dvc = [sys.executable, "-m", "dvc"]
     assert subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=work, env=env).returncode == 0
+    shutil.copy2(ROOT / ".dvc/config", work / ".dvc/config")  # the project's default local remote
     proc = subprocess.run([*dvc, "repro", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     for artifact in ARTIFACTS:
         assert (work / "results/synthetic" / artifact).stat().st_size > 0, artifact
     status = subprocess.run([*dvc, "status", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
+    metrics = subprocess.run([*dvc, "metrics", "show"], cwd=work, env=env, capture_output=True, text=True)
+    assert "iou_median_counterfactual" in metrics.stdout, metrics.stdout + metrics.stderr
+    # versioned checkpoints: push, lose the file and the cache, pull it back
+    assert subprocess.run([*dvc, "push", "-q"], cwd=work, env=env).returncode == 0
+    ckpt = work / "results/synthetic/runs/cnn_unet-resnet3-c1/checkpoint.pt"
+    digest = ckpt.read_bytes()
+    ckpt.unlink()
+    shutil.rmtree(work / ".dvc/cache")
+    pull = subprocess.run([*dvc, "pull", "workflow/profiles/tiny/dvc.yaml:train_synthetic@cnn_unet-resnet3-c1"],
+                          cwd=work, env=env, capture_output=True, text=True)
+    assert pull.returncode == 0, pull.stderr[-2000:]
+    assert ckpt.read_bytes() == digest

@@ -119,7 +119,10 @@ def build(files: list[str], wdir: str | None) -> dict:
                   matrix={"run": runs})
             report_deps += [f"{ev}/saliency/{run}.csv" for run in runs] + [f"{ev}/examples/{run}_saliency.npz" for run in runs]
         stage(f"report_{ds}", f"cfgan report --params {P} --evaluations {ev} --out {r}", report_deps,
-              [f"{r}/tables", f"{r}/figures"], "report")
+              [f"{r}/tables", f"{r}/figures"], "report",
+              extra={"metrics": [{f"{r}/metrics.json": {"cache": False}}],
+                     "plots": [{f"{r}/plots/pgd.csv": {"cache": False, "x": "strength"}},
+                               {f"{r}/plots/noise.csv": {"cache": False, "x": "strength"}}]})
     return {"stages": stages}
 
 

@@ -48,6 +48,8 @@ TABLES = ["table1_fid", "table2_classification", "table3_fid_subsets", "table4_f
 FIGURES = ["fig2_counterfactuals", "fig3_pgd", "fig3_noise"]
 MASK_TABLES = ["table5_segmentation"]
 MASK_FIGURES = ["fig4_saliency", "fig5_iou_quantiles"]
+# what `dvc metrics show` / `dvc plots show` read
+METRICS_OUTPUTS = ["results/{dataset}/metrics.json", "results/{dataset}/plots/pgd.csv", "results/{dataset}/plots/noise.csv"]
 
 
 def report_table(name):

@@ -8,6 +8,7 @@ rule report:
         [f"results/{{dataset}}/tables/{t}.md" for t in TABLES],
         [report_table(t) for t in TABLES],
         [report_figure(f) for f in FIGURES],
+        METRICS_OUTPUTS,
     wildcard_constraints:
         dataset=alternatives(UNMASKED),
     params:
@@ -27,5 +28,6 @@ use rule report as report_with_masks with:
         [f"results/{{dataset}}/tables/{t}.md" for t in TABLES + MASK_TABLES],
         [report_table(t) for t in TABLES + MASK_TABLES],
         [report_figure(f) for f in FIGURES + MASK_FIGURES],
+        METRICS_OUTPUTS,
     wildcard_constraints:
         dataset=alternatives(MASKED),

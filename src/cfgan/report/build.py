@@ -9,7 +9,8 @@ import pandas as pd
 
 from ..config import run_name
 from ..errors import UserError
-from . import figures, tables
+from ..io import write_json, write_csv
+from . import figures, metrics, tables
 
 
 def _read(paths: list[Path]) -> pd.DataFrame:
@@ -53,4 +54,8 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
                               f"Saliency of {showcase}: counterfactual vs Grad-CAM vs supervised segmenters", segmenters)
         figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
         written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
+    write_json(out / "metrics.json", metrics.headline(cls, rob, unc, sal))
+    for attack in ("pgd", "noise"):
+        write_csv(out / "plots" / f"{attack}.csv", metrics.sweep_table(rob, attack))
+    written += [out / "metrics.json", out / "plots/pgd.csv", out / "plots/noise.csv"]
     return written
