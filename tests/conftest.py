@@ -52,7 +52,10 @@ def copy_workflow(dest: Path):
     """A minimal copy of the project for running the pipeline in isolation."""
     for item in ("Snakefile", "params.yaml", "workflow"):
         src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / item, symlinks=True)
+        if src.is_dir():
+            shutil.copytree(src, dest / item, symlinks=True)
+        else:
+            shutil.copy2(src, dest / item)
     # the schema symlink points into src/; make it a real file in the copy
     schema = dest / "workflow/schemas/params.schema.yaml"
     schema.unlink()

@@ -1,0 +1,178 @@
+"""Performance figures of the pipeline on this machine, in one run.
+
+    python benchmarks/perf.py            # full: the paper grid at 224 px + the tiny sizes
+    python benchmarks/perf.py --quick    # CI: tiny sizes only
+
+Prints: (1) the fp32 matmul peak; (2) per generator x discriminator pairing, one adversarial
+training step (D update + G update with the cycle loss): seconds, images/s, FLOP/s counted by
+torch.utils.flop_counter and its fraction of the peak; (3) data loading throughput against what
+training consumes; (4) FID feature extraction and the PGD sweep against pytorch-fid's and
+torchattacks' own entry points on the same images (ratio, same results); (5) no-op latency of
+`snakemake -n` and `dvc status` on a finished tiny results tree, when one is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from cfgan.config import load_params  # noqa: E402
+from cfgan.models import build_discriminator, build_generator  # noqa: E402
+from cfgan.train.gan import gan_step, optimizers  # noqa: E402
+
+
+def timed(fn, repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def matmul_peak(n: int = 2048, repeat: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    seconds = timed(lambda: a @ b, repeat, warmup=3)
+    return 2 * n ** 3 / seconds
+
+
+def step_figures(gname, dname, params, size, batch, repeat, peak):
+    torch.manual_seed(0)
+    g = build_generator(gname, params["generator"], size)
+    d = build_discriminator(dname, params["discriminator"], size, 3)
+    opt_g, opt_d = optimizers(g, d, params["train"])
+    x, y = torch.rand(batch, 3, size, size), torch.arange(batch) % 2
+    step = lambda: gan_step(g, d, opt_g, opt_d, x, y, params["train"], cycles=1, update_g=True)  # noqa: E731
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    seconds = timed(step, repeat)
+    return seconds, batch / seconds, flops / seconds, flops / seconds / peak
+
+
+def data_loading(manifest: Path, batch: int, repeat: int = 20):
+    from cfgan.data.augment import augment
+    from cfgan.data.datasets import load_split
+    start = time.perf_counter()
+    split = load_split(manifest, "train")
+    load_s = time.perf_counter() - start
+    params = load_params([ROOT / "params.yaml"])
+    gen = torch.Generator().manual_seed(0)
+    def one():
+        idx = torch.randint(len(split), (batch,), generator=gen)
+        x, _ = split.batch(idx)
+        augment(x, params["train"]["augment"], gen)
+    seconds = timed(one, repeat)
+    return len(split) / load_s, batch / seconds
+
+
+def fid_comparison(n: int, size: int, batch: int):
+    """Our activations (tensors, batched) vs pytorch_fid.fid_score.get_activations on PNG files."""
+    from PIL import Image
+    from pytorch_fid.fid_score import get_activations
+    from cfgan.evaluate import fid
+    net, _ = fid.inception(2048, None, allow_untrained=True)
+    images = torch.rand(n, 3, size, size)
+    ours_s = timed(lambda: fid.activations(net, images, batch), 1, warmup=0)
+    ours = fid.activations(net, images, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, im in enumerate((images * 255).round().byte().permute(0, 2, 3, 1).numpy()):
+            files.append(f"{tmp}/{i}.png")
+            Image.fromarray(im).save(files[-1])
+        theirs_s = timed(lambda: get_activations(files, net, batch, 2048, "cpu", 0), 1, warmup=0)
+        theirs = get_activations(files, net, batch, 2048, "cpu", 0)
+    # the PNG round trip quantises to 8 bits: compare on the quantised images
+    quantised = fid.activations(net, (images * 255).round() / 255, batch)
+    return n / ours_s, n / theirs_s, float(np.abs(quantised - theirs).max()), ours.shape
+
+
+def pgd_comparison(n: int, size: int, steps: int, alpha: float):
+    import torchattacks
+    from cfgan.data.datasets import Split
+    from cfgan.evaluate import robustness
+    torch.manual_seed(0)
+    model = build_discriminator("resnet3", {"resnet3": {"width": 16}, "swin": {"window_size": 7}}, size, 2).eval()
+    images = (torch.rand(n, 3, size, size) * 255).round().byte()
+    labels = torch.arange(n) % 2
+    split = Split(images, labels, None, [str(i) for i in range(n)])
+    cfg = {"pgd": {"steps": steps, "step_sizes": [alpha], "eps": None}, "noise": {"stds": []}}
+    ours_s = timed(lambda: robustness.sweep(split, model, None, cfg, 64, 0), 1, warmup=0)
+    x = images.float() / 255
+    atk = torchattacks.PGD(model, eps=alpha * steps, alpha=alpha, steps=steps, random_start=False)
+    atk.set_mode_targeted_by_function(lambda im, lab: 1 - lab)
+    theirs_s = timed(lambda: atk(x, labels), 1, warmup=0)
+    ours = robustness.pgd(model, x, labels, alpha, steps, None)
+    same = torch.allclose(ours, atk(x, labels))
+    return n / ours_s, n / theirs_s, same
+
+
+def noop_latency(tree: Path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = {}
+    for name, cmd in (("snakemake -n", [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/tiny", "-n", "all"]),
+                      ("dvc status", [sys.executable, "-m", "dvc", "status", "workflow/profiles/tiny/dvc.yaml"])):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=tree, env=env, capture_output=True)
+        out[name] = time.perf_counter() - start
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes only (CI)")
+    parser.add_argument("--tree", type=Path, help="a finished tiny results tree for the no-op latencies")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    peak = matmul_peak(1024 if args.quick else 2048)
+    print(f"(1) fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+
+    paper = load_params([ROOT / "params.yaml"])
+    tiny = load_params([ROOT / "params.yaml", ROOT / "workflow/profiles/tiny/params.yaml"])
+    print("(2) one adversarial training step (D + G with one cycle), fp32 CPU")
+    print(f"    {'pairing':28s} {'size':>5s} {'batch':>5s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    cases = [(g, d, tiny, 32, 32, 5) for g in tiny["grid"]["generators"] for d in tiny["grid"]["discriminators"]]
+    if not args.quick:
+        cases += [(g, d, paper, 224, 8, 2) for g in paper["grid"]["generators"] for d in paper["grid"]["discriminators"]]
+    for g, d, params, size, batch, repeat in cases:
+        s, ips, fps, frac = step_figures(g, d, params, size, batch, repeat, peak)
+        print(f"    {g + ' x ' + d:28s} {size:5d} {batch:5d} {s:8.3f} {ips:7.1f} {fps / 1e9:8.1f} {frac:8.1%}")
+
+    manifest = ROOT / "data/processed/synthetic/manifest.csv"
+    if manifest.exists():
+        decode, served = data_loading(manifest, 32)
+        print(f"(3) data: decode {decode:.0f} crops/s once at start; batches served {served:.0f} img/s "
+              f"(training consumes the img/s of (2))")
+    else:
+        print("(3) data: skipped (run the tiny profile first: data/processed/synthetic/manifest.csv)")
+
+    n = 32 if args.quick else 256
+    ours, theirs, diff, shape = fid_comparison(n, 32, 32)
+    print(f"(4) FID features, {n} images: ours {ours:.1f} img/s, pytorch-fid get_activations {theirs:.1f} img/s "
+          f"(x{ours / theirs:.2f}); max |difference| {diff:.2e}")
+    ours, theirs, same = pgd_comparison(n, 32, 10, 0.004)
+    print(f"    PGD (10 steps), {n} images: ours {ours:.1f} img/s, torchattacks.PGD {theirs:.1f} img/s "
+          f"(x{ours / theirs:.2f}); identical adversarials: {same}")
+    if args.tree:
+        lat = noop_latency(args.tree)
+        print("(5) no-op latency: " + ", ".join(f"{k} {v:.2f} s" for k, v in lat.items()) + " (target <= 3 s)")
+    else:
+        print("(5) no-op latency: skipped (pass --tree DIR of a finished tiny run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
