@@ -52,9 +52,10 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+MinJobAge=3600
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/none   # no slurmdbd: job states come from squeue (MinJobAge)
 JobCompType=jobcomp/none
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
@@ -71,7 +72,7 @@ CONF
 stop() {
   pkill -x slurmd 2>/dev/null || true
   pkill -x slurmctld 2>/dev/null || true
-  for _ in $(seq 20); do pgrep -x 'slurmctld|slurmd' >/dev/null || break; sleep 0.5; done
+  for _ in $(seq 20); do { pgrep -x slurmctld || pgrep -x slurmd; } >/dev/null || break; sleep 0.5; done
   if [ -e "$CONF" ] && grep -qF "$MARK" "$CONF"; then rm -f "$CONF"; fi
 }
 
@@ -82,7 +83,7 @@ run() {
     --configfile params.yaml workflow/profiles/tiny/params.yaml \
     --default-resources slurm_partition=debug mem_mb=2000 runtime=30 \
     --set-resources train:gpu=0 train_baseline:gpu=0 train_segmenter:gpu=0 \
-    --jobs 4 all
+    --slurm-status-command squeue --jobs 4 all
 }
 
 case "${1:-all}" in
