@@ -196,3 +196,20 @@ def test_data_steps_are_byte_identical_across_runs(tmp_path):
         files = sorted(p for p in (root / "proc").rglob("*") if p.is_file())
         digests.append({str(p.relative_to(root)): sha256sum(p) for p in files})
     assert digests[0] == digests[1] and len(digests[0]) > 100
+
+
+def test_crackforest_split_and_crop_on_the_real_images(tmp_path):
+    """The real stand-in through ingest -> split -> crop: ~60 labelled crops per photo, no leak."""
+    need_shared("crackforest")
+    from cfgan.cli import main
+    from conftest import ROOT
+    params = [str(ROOT / "params.yaml"), str(ROOT / "workflow/profiles/crackforest/params.yaml")]
+    assert main(["ingest", "--params", *params, "--dataset", "crackforest", "--out", str(tmp_path / "raw")]) == 0
+    assert main(["split", "--params", *params, "--index", str(tmp_path / "raw/index.csv"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert main(["crop", "--params", *params, "--dataset", "crackforest", "--split-index", str(tmp_path / "s.csv"),
+                 "--out", str(tmp_path / "proc")]) == 0
+    manifest = pd.read_csv(tmp_path / "proc/manifest.csv", keep_default_na=False)
+    assert manifest.groupby("source_id")["split"].nunique().max() == 1
+    per_image = manifest.groupby("source_id").size()
+    assert 30 <= per_image.median() <= 60 and set(manifest["label"]) == {0, 1}
+    assert manifest["split"].value_counts()["train"] > manifest["split"].value_counts()["test"]

@@ -124,3 +124,19 @@ def test_every_paper_pairing_trains_one_step_at_224px():
             losses = gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True)
             assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), (gname, dname, losses)
             assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())), (gname, dname)
+
+
+def test_timm_backbones_load_weights_from_a_local_file(tmp_path):
+    """No hub here: ImageNet weights come from a file named in params (classifier dropped)."""
+    import timm
+    source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    d = build_discriminator("resnet18", {**DIS_CFG, "weights": {"resnet18": str(path)}}, 32, 3)
+    assert torch.equal(d.conv1.weight, source.conv1.weight)
+    assert d.fc.out_features == 3
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False)
+    spath = tmp_path / "swin_tiny.pth"
+    torch.save(swin.state_dict(), spath)
+    g = build_generator("swin_unet", {**GEN_CFG, "swin_unet": {**GEN_CFG["swin_unet"], "encoder_weights": str(spath)}}, 64)
+    assert torch.equal(g.encoder.patch_embed.proj.weight, swin.patch_embed.proj.weight)
