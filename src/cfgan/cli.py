@@ -26,13 +26,18 @@ def _params(args, step: str, dataset: str | None = None) -> dict:
 
 # --- data ------------------------------------------------------------------------------------
 
+def _source(params: dict, dataset: str, kind: str) -> dict:
+    src = params["datasets"][dataset]["source"]
+    if src["kind"] != kind:
+        raise UserError(f"datasets.{dataset}.source.kind is {src['kind']!r}, not {kind!r}")
+    return src
+
+
 def cmd_synthetic(args):
     from .data.synthetic import generate
     import pandas as pd
     p = _params(args, "synthetic", args.dataset)
-    src = p["datasets"][args.dataset]["source"]
-    if src["kind"] != "synthetic":
-        raise UserError(f"datasets.{args.dataset}.source.kind is {src['kind']!r}, not 'synthetic'")
+    src = _source(p, args.dataset, "synthetic")
     out = Path(args.out)
     with atomic_path(out, is_dir=True) as tmp:
         rows = generate(tmp, src["n_sources"], src["size"], src["damaged_fraction"], p["seed"])
@@ -47,9 +52,7 @@ def cmd_download(args):
     from .data.download import extract, fetch
     from .data.index import index_folder
     p = _params(args, "download", args.dataset)
-    src = p["datasets"][args.dataset]["source"]
-    if src["kind"] != "download":
-        raise UserError(f"datasets.{args.dataset}.source.kind is {src['kind']!r}, not 'download'")
+    src = _source(p, args.dataset, "download")
     out = Path(args.out)
     downloads = out / "downloads"
     for f in src.get("files", []):
@@ -64,9 +67,7 @@ def cmd_download(args):
 def cmd_ingest(args):
     from .data.index import index_folder
     p = _params(args, "ingest", args.dataset)
-    src = p["datasets"][args.dataset]["source"]
-    if src["kind"] != "local":
-        raise UserError(f"datasets.{args.dataset}.source.kind is {src['kind']!r}, not 'local'")
+    src = _source(p, args.dataset, "local")
     frame = index_folder(Path(src["path"]), src["layout"])
     write_csv(Path(args.out) / "index.csv", frame)
     print(f"indexed {len(frame)} images from {src['path']} ({int(frame['label'].sum())} damaged)")

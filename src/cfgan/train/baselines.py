@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -15,9 +14,8 @@ from ..data.augment import augment
 from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict
-from ..io import write_csv
 from ..models import build_discriminator
-from .common import autocast, device, load_checkpoint, prepare, save_checkpoint, seed_everything, versions
+from .common import autocast, device, load_checkpoint, prepare, save_run, seed_everything
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -> dict:
@@ -51,9 +49,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
         log.append(row)
     summary = {"run": f"baseline-{backbone}", "backbone": backbone, "best_step": best["step"], "val_f1": best["f1"],
                "image_size": image_size}
-    save_checkpoint(out_dir / "checkpoint.pt", {"kind": "baseline", "model": best["state"], "params": params,
-                                               "summary": summary, "versions": versions()})
-    write_csv(out_dir / "log.csv", pd.DataFrame(log))
+    save_run(out_dir, {"kind": "baseline", "model": best["state"], "params": params, "summary": summary}, log)
     return summary
 
 

@@ -46,6 +46,14 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
+def save_run(out_dir: Path, payload: dict, log: list[dict]) -> None:
+    """A finished run: checkpoint.pt (state dicts, the params it read, versions) and log.csv."""
+    import pandas as pd
+    from ..io import write_csv
+    save_checkpoint(out_dir / "checkpoint.pt", {**payload, "versions": versions()})
+    write_csv(out_dir / "log.csv", pd.DataFrame(log))
+
+
 def load_checkpoint(path: Path) -> dict:
     from ..errors import UserError
     if not Path(path).is_file():

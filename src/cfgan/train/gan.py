@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -19,9 +18,8 @@ from ..data.augment import augment
 from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
-from ..io import write_csv
 from ..models import build_discriminator, build_generator
-from .common import autocast, device, load_checkpoint, prepare, save_checkpoint, seed_everything, versions
+from .common import autocast, device, load_checkpoint, prepare, save_checkpoint, save_run, seed_everything
 from .losses import discriminator_loss, generator_losses
 
 
@@ -99,9 +97,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
         log.append(row)
     summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles,
                "best_step": best["step"], "val_f1_d": best["f1"], "image_size": image_size}
-    save_checkpoint(out_dir / "checkpoint.pt", {"kind": "gan", "g": best["g"], "d": best["d"], "params": params,
-                                               "summary": summary, "versions": versions()})
-    write_csv(out_dir / "log.csv", pd.DataFrame(log))
+    save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
     return summary
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -14,9 +13,8 @@ from tqdm import tqdm
 from ..data.datasets import load_split
 from ..errors import UserError
 from ..evaluate.metrics import iou
-from ..io import write_csv
 from ..models import build_segmenter
-from .common import autocast, device, load_checkpoint, prepare, save_checkpoint, seed_everything, versions
+from .common import autocast, device, load_checkpoint, prepare, save_run, seed_everything
 
 
 @torch.no_grad()
@@ -61,9 +59,7 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path) -> d
                 best = {"iou": score, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
         log.append(row)
     summary = {"run": f"segmenter-{arch}", "arch": arch, "best_step": best["step"], "val_iou": best["iou"], "image_size": image_size}
-    save_checkpoint(out_dir / "checkpoint.pt", {"kind": "segmenter", "model": best["state"], "params": params,
-                                               "summary": summary, "versions": versions()})
-    write_csv(out_dir / "log.csv", pd.DataFrame(log))
+    save_run(out_dir, {"kind": "segmenter", "model": best["state"], "params": params, "summary": summary}, log)
     return summary
 
 
