@@ -48,3 +48,25 @@ def test_data_steps_and_one_training_step_through_the_cli(tmp_path, write_params
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "cfgan.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_download_of_a_manual_data_set_says_what_to_do(tmp_path, capsys):
+    out = tmp_path / "raw"
+    assert main(["download", "--params", str(ROOT / "params.yaml"), "--dataset", "concrete_cracks", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "manual step" in err and "data.mendeley.com" in err and str(out / "downloads") in err
+    assert not (out / "index.csv").exists()
+
+
+def test_download_goes_on_by_itself_once_the_files_are_there(tmp_path):
+    from conftest import save_image, save_mask
+    import numpy as np
+    out = tmp_path / "raw"
+    for i in range(3):
+        save_image(out / "downloads" / "rgb" / f"{i}.jpg", (64, 64), seed=i)
+        mask = np.zeros((64, 64), bool)
+        mask[10:20, :] = i > 0
+        save_mask(out / "downloads" / "BW" / f"{i}.png", mask)
+    assert main(["download", "--params", str(ROOT / "params.yaml"), "--dataset", "concrete_cracks", "--out", str(out)]) == 0
+    index = pd.read_csv(out / "index.csv")
+    assert len(index) == 3 and index["label"].tolist() == [0, 1, 1]

@@ -59,7 +59,11 @@ def cmd_download(args):
         path = fetch(f["url"], downloads / f["name"], f["sha256"], src.get("manual", ""))
         if f.get("extract"):
             extract(path, downloads / (Path(f["name"]).stem + ".d"))
-    frame = index_folder(downloads / src.get("root", ""), src["layout"])
+    root = downloads / src.get("root", "")
+    if src.get("manual") and not root.is_dir():
+        raise UserError(f"datasets.{args.dataset}: {root} is missing. This data set needs a manual step:\n  "
+                        f"{src['manual']}\n  Source: {src.get('homepage', '(see params)')}")
+    frame = index_folder(root, src["layout"])
     write_csv(out / "index.csv", frame)
     print(f"indexed {len(frame)} images of {args.dataset} in {out / 'index.csv'}")
 
