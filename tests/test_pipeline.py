@@ -54,7 +54,7 @@ def test_tiny_profile_end_to_end(tmp_path):
     corr = pd.read_csv(results / "tables/table4_fakeness_correlation.csv")
     assert corr["resnet3"].map(lambda v: math.isnan(v) or -1 <= v <= 1).all()
     seg = pd.read_csv(results / "tables/table5_segmentation.csv")
-    assert set(seg["saliency"]) == {"counterfactual", "gradcam"} and seg["iou_median"].between(0, 1).all()
+    assert set(seg["saliency"]) == {"counterfactual", "gradcam", "segmenter"} and seg["iou_median"].between(0, 1).all()
     rob = pd.concat(pd.read_csv(p) for p in (results / "evaluations/robustness").glob("baseline-*.csv"))
     f1 = rob[rob["metric"] == "f1"].set_index("condition")["value"]
     strengths = sorted(float(c.split("=")[1]) for c in f1.index if c.startswith("pgd="))
