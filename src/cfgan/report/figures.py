@@ -29,10 +29,12 @@ def fig2_counterfactuals(examples: dict, path: Path, title: str) -> None:
     x, x_cf, labels = examples["x"], examples["x_cf"], examples["labels"]
     fig, axes = plt.subplots(3, len(x), figsize=(1.6 * len(x), 5))
     axes = np.atleast_2d(axes).reshape(3, -1)
+    diffs = np.abs(x.astype(float) - x_cf.astype(float)).mean(1) / 255
+    vmax = max(float(diffs.max()), 1e-6)  # one scale for the row, so small changes look small
     for i in range(len(x)):
-        diff = np.abs(x[i].astype(float) - x_cf[i].astype(float)).mean(0)
-        for r, (im, name) in enumerate(((_img(x[i]), "input"), (_img(x_cf[i]), "counterfactual"), (diff, "|x - G(x)|"))):
-            axes[r, i].imshow(im, cmap="magma" if r == 2 else None)
+        for r, (im, name) in enumerate(((_img(x[i]), "input"), (_img(x_cf[i]), "counterfactual"),
+                                        (diffs[i], f"|x - G(x)| (0 to {vmax:.2f})"))):
+            axes[r, i].imshow(im, cmap="magma" if r == 2 else None, vmin=0 if r == 2 else None, vmax=vmax if r == 2 else None)
             axes[r, i].set_xticks([]); axes[r, i].set_yticks([])
             if i == 0:
                 axes[r, i].set_ylabel(name, fontsize=8)
