@@ -89,8 +89,13 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
     shutil.copy2(ROOT / "dvc.yaml", work / "dvc.yaml")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     dvc = [sys.executable, "-m", "dvc"]
-    assert subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=work, env=env).returncode == 0
+    git = ["git", "-c", "user.name=cfgan-test", "-c", "user.email=test@localhost"]
+    assert subprocess.run([*git, "init", "-q"], cwd=work).returncode == 0
+    assert subprocess.run([*dvc, "init", "-q"], cwd=work, env=env).returncode == 0
     shutil.copy2(ROOT / ".dvc/config", work / ".dvc/config")  # the project's default local remote
+    shutil.copy2(ROOT / ".gitignore", work / ".gitignore")
+    assert subprocess.run([*git, "add", "-A"], cwd=work).returncode == 0
+    assert subprocess.run([*git, "commit", "-qm", "tiny"], cwd=work).returncode == 0
     proc = subprocess.run([*dvc, "repro", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     for artifact in ARTIFACTS:
