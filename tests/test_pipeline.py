@@ -69,8 +69,8 @@ def test_tiny_profile_end_to_end(tmp_path):
     # exact invalidation: a loss weight reruns training and what follows it, a PGD setting only robustness
     overlay = work / "workflow/profiles/tiny/params.yaml"
     original = overlay.read_text()
-    overlay.write_text(original + "\ntrain: {loss: {l1: 5.0}}\n" if "train:" not in original else original.replace(
-        "train: {", "train: {loss: {adversarial: 1.0, auxiliary: 1.0, l1: 5.0, cycle: 1.0, vq: 1.0}, "))
+    assert "train: {" in original
+    overlay.write_text(original.replace("train: {", "train: {loss: {adversarial: 1.0, auxiliary: 1.0, l1: 5.0, cycle: 1.0, vq: 1.0}, "))
     assert planned_rules(work) == {"train", "fid", "classify", "robustness", "uncertainty", "saliency", "report_with_masks", "all"}
     overlay.write_text(original.replace("pgd: {step_sizes: [", "pgd: {steps: 5, step_sizes: ["))
     assert planned_rules(work) == {"robustness", "report_with_masks", "all"}

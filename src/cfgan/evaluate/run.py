@@ -59,11 +59,10 @@ def run_fid(params, manifest: Path, checkpoint: Path, dataset: str, examples_out
 
 
 def _load_any(checkpoint: Path, dev):
-    kind = load_checkpoint(checkpoint)["kind"]
-    if kind == "gan":
-        g, d, ckpt = load_gan(checkpoint, dev)
-        return g, d, ckpt
-    model, ckpt = load_baseline(checkpoint, dev)
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["kind"] == "gan":
+        return load_gan(ckpt, dev)
+    model, ckpt = load_baseline(ckpt, dev)
     return None, model, ckpt
 
 
@@ -107,11 +106,12 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
     val, test = load_split(manifest, "val"), load_split(manifest, "test")
     if test.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so saliency IoU does not apply to this data set")
-    if load_checkpoint(checkpoint)["kind"] == "segmenter":
-        model, ckpt = load_segmenter(checkpoint, dev)
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["kind"] == "segmenter":
+        model, ckpt = load_segmenter(ckpt, dev)
         methods = [("segmenter", False, lambda s: predict_masks(model, s, bs, dev).numpy())]
     else:
-        g, d, ckpt = load_gan(checkpoint, dev)
+        g, d, ckpt = load_gan(ckpt, dev)
         methods = [("counterfactual", True, lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev)),
                    ("gradcam", True, lambda s: saliency.gradcam_maps(d, s, bs, dev))]
     rows, example_maps = [], {}

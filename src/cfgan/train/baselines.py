@@ -15,7 +15,7 @@ from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict
 from ..models import build_discriminator
-from .common import autocast, device, load_checkpoint, prepare, save_run, seed_everything
+from .common import as_checkpoint, autocast, device, prepare, save_run, seed_everything
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -> dict:
@@ -53,8 +53,8 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
     return summary
 
 
-def load_baseline(path: Path, dev="cpu"):
-    ckpt = load_checkpoint(path)
+def load_baseline(source, dev="cpu"):
+    ckpt = as_checkpoint(source)
     s = ckpt["summary"]
     model = build_discriminator(s["backbone"], ckpt["params"]["discriminator"], s["image_size"], 2)
     model.load_state_dict(ckpt["model"])

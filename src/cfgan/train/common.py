@@ -54,6 +54,11 @@ def save_run(out_dir: Path, payload: dict, log: list[dict]) -> None:
     write_csv(out_dir / "log.csv", pd.DataFrame(log))
 
 
+def as_checkpoint(source) -> dict:
+    """A loaded checkpoint dict, or load it from a path (so callers read a file once)."""
+    return source if isinstance(source, dict) else load_checkpoint(source)
+
+
 def load_checkpoint(path: Path) -> dict:
     from ..errors import UserError
     if not Path(path).is_file():

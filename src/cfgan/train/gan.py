@@ -19,7 +19,7 @@ from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
 from ..models import build_discriminator, build_generator
-from .common import autocast, device, load_checkpoint, prepare, save_checkpoint, save_run, seed_everything
+from .common import as_checkpoint, autocast, device, load_checkpoint, prepare, save_checkpoint, save_run, seed_everything
 from .losses import discriminator_loss, generator_losses
 
 
@@ -102,9 +102,9 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
     return summary
 
 
-def load_gan(path: Path, dev="cpu"):
+def load_gan(source, dev="cpu"):
     """Rebuild G and D from a checkpoint, in eval mode."""
-    ckpt = load_checkpoint(path)
+    ckpt = as_checkpoint(source)
     s, p = ckpt["summary"], ckpt["params"]
     g = build_generator(s["generator"], p["generator"], s["image_size"])
     d = build_discriminator(s["discriminator"], p["discriminator"], s["image_size"], 3)

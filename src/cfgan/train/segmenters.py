@@ -14,7 +14,7 @@ from ..data.datasets import load_split
 from ..errors import UserError
 from ..evaluate.metrics import iou
 from ..models import build_segmenter
-from .common import autocast, device, load_checkpoint, prepare, save_run, seed_everything
+from .common import as_checkpoint, autocast, device, prepare, save_run, seed_everything
 
 
 @torch.no_grad()
@@ -63,8 +63,8 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path) -> d
     return summary
 
 
-def load_segmenter(path: Path, dev="cpu"):
-    ckpt = load_checkpoint(path)
+def load_segmenter(source, dev="cpu"):
+    ckpt = as_checkpoint(source)
     s = ckpt["summary"]
     model = build_segmenter(s["arch"], ckpt["params"]["generator"], s["image_size"])
     model.load_state_dict(ckpt["model"])
