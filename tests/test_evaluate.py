@@ -6,7 +6,7 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 from cfgan.data.datasets import Split
 from cfgan.evaluate import fid, robustness
 from cfgan.evaluate.metrics import binary_metrics, iou
-from cfgan.evaluate.saliency import choose_threshold, per_image_iou
+from cfgan.evaluate.saliency import choose_threshold, per_image_iou, smooth
 from cfgan.evaluate.uncertainty import fakeness_correlation, pearson
 from cfgan.errors import UserError
 
@@ -31,6 +31,30 @@ def test_threshold_choice_recovers_the_true_region():
     maps = masks * 1.0 + 0.3 * np.random.default_rng(0).random((3, 8, 8))
     t = choose_threshold(maps, masks, [0.1, 0.5, 0.75, 0.95])
     assert t in (0.5, 0.75) and per_image_iou(maps, masks, t).mean() == 1.0
+
+
+def test_smoothing_spreads_a_speckle_and_keeps_a_line():
+    maps = torch.zeros(1, 21, 21)
+    maps[0, 10, :] = 1.0          # a line (a crack's change)
+    maps[0, 3, 3] = 1.0           # an isolated speckle of the same height
+    assert torch.equal(smooth(maps, 0.0), maps)
+    out = smooth(maps, 2.0)[0]
+    assert out[10, 10] > 3 * out[3, 3]  # after blurring the line dominates the speckle
+    assert out.sum() == pytest.approx(maps.sum().item(), rel=0.05)
+
+
+def test_cached_real_features_are_checked_against_the_step(tmp_path):
+    feats, labels = np.random.default_rng(0).normal(size=(6, 64)), np.array([0, 1, 0, 1, 0, 1])
+    path = tmp_path / "fid_real.npz"
+    fid.save_features(path, feats, labels, "note", 64, tmp_path / "manifest.csv")
+    loaded, loaded_labels, note = fid.load_features(path, 64, labels)
+    assert np.allclose(loaded, feats, atol=1e-6) and note == "note" and (loaded_labels == labels).all()
+    with pytest.raises(UserError, match="64-dim features, evaluate.fid.dims is 2048"):
+        fid.load_features(path, 2048, labels)
+    with pytest.raises(UserError, match="another test split"):
+        fid.load_features(path, 64, labels[:5])
+    with pytest.raises(UserError, match="run the fid-real step"):
+        fid.load_features(tmp_path / "missing.npz", 64, labels)
 
 
 def test_pearson_known_arrays():

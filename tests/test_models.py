@@ -4,14 +4,19 @@ import torch
 from cfgan.models import DISCRIMINATORS, build_discriminator, build_generator
 from cfgan.train.losses import discriminator_loss, generator_losses
 
-GEN_CFG = {"noise_dim": 4, "noise_channels": 1, "dropout": 0.5, "cnn_unet": {"width": 8, "depth": 2},
+GEN_CFG = {"noise_dim": 4, "noise_channels": 1, "dropout": 0.5, "cnn_unet": {"width": 8, "depth": 2, "upsample": "resize", "padding": "reflect"},
            "swin_unet": {"encoder": "swin_tiny_patch4_window7_224", "window_size": 2, "encoder_weights": None,
                          "codebook_size": 16, "decoder_depth": 1}}
 DIS_CFG = {"resnet3": {"width": 8}, "swin": {"window_size": 2}}
 
 
-def test_cnn_unet_shapes_identity_start_and_noise():
-    g = build_generator("cnn_unet", GEN_CFG, 16)
+@pytest.mark.parametrize("upsample,padding", [("resize", "reflect"), ("transpose", "zeros")])
+def test_cnn_unet_shapes_identity_start_and_noise(upsample, padding):
+    cfg = {**GEN_CFG, "cnn_unet": {**GEN_CFG["cnn_unet"], "upsample": upsample, "padding": padding}}
+    g = build_generator("cnn_unet", cfg, 16)
+    has_transpose = any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    assert has_transpose == (upsample == "transpose")
+    assert all(m.padding_mode == padding for m in g.modules() if type(m) is torch.nn.Conv2d and m.padding != (0, 0))
     x = torch.rand(3, 3, 16, 16)
     x_cf, logits = g.eval()(x)
     assert x_cf.shape == x.shape and logits.shape == (3, 2)

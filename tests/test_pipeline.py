@@ -1,7 +1,9 @@
 """End to end: the tiny profile through Snakemake, then a no-op dry run. Slow (minutes)."""
 
+import io
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,3 +125,17 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
                           cwd=work, env=env, capture_output=True, text=True)
     assert pull.returncode == 0, pull.stderr[-2000:]
     assert ckpt.read_bytes() == digest
+    # an experiment on a loss weight: `dvc exp run -S` reruns training and what follows, and records it
+    exp = subprocess.run([*dvc, "exp", "run", "workflow/profiles/tiny/dvc.yaml", "-S", "params.yaml:train.loss.l1=5",
+                          "-n", "l1-5"], cwd=work, env=env, capture_output=True, text=True)
+    assert exp.returncode == 0, (exp.stdout + exp.stderr)[-3000:]
+    ran = {name.split(":")[-1].split("@")[0] for name in re.findall(r"Running stage '([^']+)'", exp.stdout)}
+    assert {"train_synthetic", "fid_synthetic", "report_synthetic"} <= ran, exp.stdout[-3000:]
+    assert not ran & {"split_synthetic", "crop_synthetic", "fid_real_synthetic", "train_baseline_synthetic"}, ran
+    show = subprocess.run([*dvc, "exp", "show", "--csv", "--no-pager"], cwd=work, env=env, capture_output=True, text=True)
+    assert show.returncode == 0, show.stderr[-2000:]
+    table = pd.read_csv(io.StringIO(show.stdout))
+    row = table[table["Experiment"] == "l1-5"]
+    assert len(row) == 1, show.stdout
+    assert float(row["train.loss.l1"].iloc[0]) == 5.0
+    assert not pd.isna(row["iou_median_counterfactual"].iloc[0])

@@ -126,10 +126,17 @@ def _write_eval(frame, out):
     print(frame.drop(columns=["note"]).head(12).to_string(index=False))
 
 
+def cmd_fid_real(args):
+    from .evaluate.run import run_fid_real
+    with atomic_path(args.out) as out:
+        print(run_fid_real(_params(args, "fid-real"), Path(args.manifest), out))
+
+
 def cmd_fid(args):
     from .evaluate.run import run_fid
     with atomic_path(args.examples) as ex:
-        frame = run_fid(_params(args, "fid"), Path(args.manifest), Path(args.checkpoint), args.dataset, ex)
+        frame = run_fid(_params(args, "fid"), Path(args.manifest), Path(args.checkpoint), Path(args.real_features),
+                        args.dataset, ex)
     _write_eval(frame, args.out)
 
 
@@ -194,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     step("train", cmd_train, "train one GAN run {generator}-{discriminator}-c{cycles}", "manifest", "run", "out")
     step("train-baseline", cmd_train_baseline, "train the plain 2-class classifier", "manifest", "backbone", "out")
     step("train-segmenter", cmd_train_segmenter, "train a supervised segmenter on the masks", "manifest", "arch", "out")
-    step("fid", cmd_fid, "FID of counterfactuals (full / und. / dam.)", "manifest", "checkpoint", "dataset", "out", "examples")
+    step("fid-real", cmd_fid_real, "Inception features of the real test crops (once per data set)", "manifest", "out")
+    step("fid", cmd_fid, "FID of counterfactuals (full / und. / dam.)", "manifest", "checkpoint", "real-features",
+         "dataset", "out", "examples")
     step("classify", cmd_classify, "accuracy, F1, precision, recall on test", "manifest", "checkpoint", "dataset", "out")
     step("robustness", cmd_robustness, "targeted PGD and Gaussian-noise sweeps", "manifest", "checkpoint", "dataset", "out")
     step("uncertainty", cmd_uncertainty, "correlation of p_fake with per-sample NLL", "manifest", "checkpoint", "dataset", "out")

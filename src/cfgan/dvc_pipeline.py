@@ -84,8 +84,11 @@ def build(files: list[str], wdir: str | None) -> dict:
         ev = f"{r}/evaluations"
         ckpt_gan = f"{r}/runs/${{item.run}}/checkpoint.pt"
         common = f"--params {P} --manifest {manifest} --dataset {ds}"
-        stage(f"fid_{ds}", f"cfgan fid {common} --checkpoint {ckpt_gan} --out {ev}/fid/${{item.run}}.csv "
-              f"--examples {ev}/examples/${{item.run}}_counterfactuals.npz", [f"data/processed/{ds}", ckpt_gan],
+        real = f"{ev}/fid_real.npz"
+        stage(f"fid_real_{ds}", f"cfgan fid-real --params {P} --manifest {manifest} --out {real}",
+              [f"data/processed/{ds}"], [real], "fid-real")
+        stage(f"fid_{ds}", f"cfgan fid {common} --checkpoint {ckpt_gan} --real-features {real} --out {ev}/fid/${{item.run}}.csv "
+              f"--examples {ev}/examples/${{item.run}}_counterfactuals.npz", [f"data/processed/{ds}", ckpt_gan, real],
               [f"{ev}/fid/${{item.run}}.csv", f"{ev}/examples/${{item.run}}_counterfactuals.npz"], "fid", matrix={"run": runs})
         stage(f"uncertainty_{ds}", f"cfgan uncertainty {common} --checkpoint {ckpt_gan} --out {ev}/uncertainty/${{item.run}}.csv",
               [f"data/processed/{ds}", ckpt_gan], [f"{ev}/uncertainty/${{item.run}}.csv"], "uncertainty", matrix={"run": runs})

@@ -18,6 +18,7 @@ STEP_KEYS: dict[str, list[str]] = {
     "train": ["seed", "generator", "discriminator", "train", "evaluate.batch_size"],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size"],
     "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size"],
+    "fid-real": ["evaluate.fid", "evaluate.batch_size"],
     "fid": ["seed", "evaluate.fid", "evaluate.batch_size"],
     "classify": ["seed", "evaluate.batch_size"],
     "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],

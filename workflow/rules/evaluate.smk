@@ -1,10 +1,28 @@
 # One tidy CSV per (evaluation, run) under results/{dataset}/evaluations/.
 
 
+rule fid_real:
+    input:
+        "data/processed/{dataset}/manifest.csv",
+    output:
+        "results/{dataset}/evaluations/fid_real.npz",
+    params:
+        files=PARAMS,
+        cfg=step_params("fid-real"),
+    threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        "logs/{dataset}/evaluate/fid_real.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan fid-real --params {params.files} --manifest {input} --out {output} > {log} 2>&1"
+
+
 rule fid:
     input:
         manifest="data/processed/{dataset}/manifest.csv",
         checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
+        real="results/{dataset}/evaluations/fid_real.npz",
     output:
         csv="results/{dataset}/evaluations/fid/{run}.csv",
         examples="results/{dataset}/evaluations/examples/{run}_counterfactuals.npz",
@@ -20,7 +38,7 @@ rule fid:
         "logs/{dataset}/evaluate/fid-{run}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan fid --params {params.files} --manifest {input.manifest} --checkpoint {input.checkpoint} "
-        "--dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"
+        "--real-features {input.real} --dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"
 
 
 rule classify:

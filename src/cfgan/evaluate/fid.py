@@ -86,6 +86,26 @@ def activations(model: torch.nn.Module, images: torch.Tensor, batch_size: int, d
     return np.concatenate(feats).astype(np.float64)
 
 
+def save_features(path: Path, feats: np.ndarray, labels: np.ndarray, note: str, dims: int, manifest: Path) -> None:
+    """Real-image features for reuse by every run's FID step (float32, as pytorch-fid keeps them)."""
+    np.savez(path, features=feats.astype(np.float32), labels=labels, note=np.array(note), dims=np.array(dims),
+             manifest=np.array(str(manifest)))
+
+
+def load_features(path: Path, dims: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Features saved by `save_features`, checked against this step's dims and test labels."""
+    if not Path(path).is_file():
+        raise UserError(f"{path} not found: run the fid-real step for this data set first")
+    with np.load(path) as f:
+        feats, saved_labels, note, saved_dims = f["features"], f["labels"], str(f["note"]), int(f["dims"])
+    if saved_dims != dims:
+        raise UserError(f"{path} holds {saved_dims}-dim features, evaluate.fid.dims is {dims}: rerun the fid-real step")
+    if len(saved_labels) != len(labels) or (saved_labels != labels).any():
+        raise UserError(f"{path} was computed on another test split ({len(saved_labels)} crops, here {len(labels)}): "
+                        "rerun the fid-real step")
+    return feats.astype(np.float64), saved_labels, note
+
+
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
     """FID between two activation sets, with pytorch-fid's own statistics and distance."""
     if len(a) < 2 or len(b) < 2:

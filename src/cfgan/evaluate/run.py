@@ -38,18 +38,32 @@ def _examples(split, k=N_EXAMPLES) -> torch.Tensor:
     return idx
 
 
-def run_fid(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
+def run_fid_real(params, manifest: Path, out: Path) -> str:
+    """Inception features of the real test crops, once per data set: every run's FID step reuses
+    them instead of pushing the same real images through Inception again."""
+    dev, bs = device(), params["evaluate"]["batch_size"]
+    test = load_split(manifest, "test")
+    cfg = params["evaluate"]["fid"]
+    net, note = fid.inception(cfg["dims"], cfg["inception_weights"], cfg["allow_untrained_inception"], dev)
+    feats = fid.activations(net, test.images.float() / 255, bs, dev)
+    fid.save_features(out, feats, test.labels.numpy(), note, cfg["dims"], manifest)
+    return f"{len(feats)} real test crops, {cfg['dims']} features; {note}"
+
+
+def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     dev, bs = device(), params["evaluate"]["batch_size"]
     g, d, ckpt = load_gan(checkpoint, dev)
     test = load_split(manifest, "test")
+    cfg = params["evaluate"]["fid"]
+    real, labels, real_note = fid.load_features(real_features, cfg["dims"], test.labels.numpy())
     out = predict(test, g=g, batch_size=bs, device=dev, seed=params["seed"], keep_counterfactuals=True)
     x_cf = out["x_cf"]
-    cfg = params["evaluate"]["fid"]
     net, note = fid.inception(cfg["dims"], cfg["inception_weights"], cfg["allow_untrained_inception"], dev)
-    real = fid.activations(net, test.images.float() / 255, bs, dev)
+    if note != real_note:
+        raise UserError(f"{real_features} was computed with '{real_note}', this step has '{note}': rerun the fid-real step")
     fake = fid.activations(net, x_cf, bs, dev)
     rows = []
-    for subset, (value, n_real, n_fake) in fid.fid_subsets(real, fake, test.labels.numpy()).items():
+    for subset, (value, n_real, n_fake) in fid.fid_subsets(real, fake, labels).items():
         rows.append({"metric": "fid", "condition": subset, "value": value,
                      "note": f"{note}; {cfg['dims']} features; {n_real} real vs {n_fake} counterfactuals"})
     idx = _examples(test)
@@ -102,7 +116,7 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
     """IoU per damaged test crop for a GAN run (counterfactual maps and Grad-CAM on its D) or a
     supervised segmenter; thresholds chosen on val."""
     dev, bs, seed = device(), params["evaluate"]["batch_size"], params["seed"]
-    candidates = params["evaluate"]["saliency"]["thresholds"]
+    candidates, sigma = params["evaluate"]["saliency"]["thresholds"], params["evaluate"]["saliency"]["smooth_sigma"]
     val, test = load_split(manifest, "val"), load_split(manifest, "test")
     if test.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so saliency IoU does not apply to this data set")
@@ -112,7 +126,7 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
         methods = [("segmenter", False, lambda s: predict_masks(model, s, bs, dev).numpy())]
     else:
         g, d, ckpt = load_gan(ckpt, dev)
-        methods = [("counterfactual", True, lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev)),
+        methods = [("counterfactual", True, lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev, sigma)),
                    ("gradcam", True, lambda s: saliency.gradcam_maps(d, s, bs, dev))]
     rows, example_maps = [], {}
     vmask, tmask = (val.labels == 1).numpy(), (test.labels == 1).numpy()
@@ -122,6 +136,8 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
         ious = saliency.per_image_iou(test_maps[tmask], test.masks.numpy()[tmask], t, relative)
         example_maps[method] = test_maps
         note = f"{method}: threshold {t}{' x max' if relative else ''}, chosen on {int(vmask.sum())} val crops"
+        if method == "counterfactual" and sigma > 0:
+            note += f"; maps blurred with a {sigma} px Gaussian"
         rows += [{"model": method, "metric": "iou", "condition": path, "value": v, "note": note}
                  for path, v in zip(np.array(test.paths)[tmask], ious)]
         rows += [{"model": method, "metric": f"iou_{stat}", "condition": "test", "value": float(fn(ious)), "note": note}

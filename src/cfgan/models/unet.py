@@ -6,6 +6,10 @@
 - Dropout as in pix2pix on the deepest upsampling blocks.
 - Auxiliary head: weighted-average pooling of every upsampling block, concatenated, then a
   small fully connected network predicts the input's class.
+- `upsample` and `padding` (not from the paper): pix2pix's transposed convolutions and zero padding
+  leave stripe and border patterns in |x - G(x)|, which then dominate the saliency map;
+  nearest-neighbour resize + 3x3 convolution and reflection padding avoid both (Odena et al. 2016,
+  "Deconvolution and Checkerboard Artifacts").
 - The image branch predicts a residual: x_cf = clip(x + tanh(r), 0, 1). Identity is then the
   easy start, which suits the L1 term's push towards minimal changes (a choice of ours).
 """
@@ -18,11 +22,19 @@ from torch import nn
 from .pooling import WeightedAvgPool
 
 
-def conv_block(cin: int, cout: int) -> nn.Sequential:
+def conv_block(cin: int, cout: int, padding: str = "zeros") -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, padding_mode=padding, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True),
     )
+
+
+def upsampler(cin: int, cout: int, mode: str, padding: str) -> nn.Module:
+    if mode == "transpose":
+        return nn.ConvTranspose2d(cin, cout, 2, stride=2)
+    if mode == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding))
+    raise ValueError(f"upsample must be 'transpose' or 'resize', not {mode!r}")
 
 
 class NoiseInjection(nn.Module):
@@ -40,11 +52,12 @@ class NoiseInjection(nn.Module):
 
 
 class UpBlock(nn.Module):
-    def __init__(self, cin: int, cskip: int, cout: int, size: int, noise_dim: int, noise_channels: int, dropout: float):
+    def __init__(self, cin: int, cskip: int, cout: int, size: int, noise_dim: int, noise_channels: int, dropout: float,
+                 upsample: str = "transpose", padding: str = "zeros"):
         super().__init__()
-        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.up = upsampler(cin, cout, upsample, padding)
         self.noise = NoiseInjection(noise_dim, cout + cskip, size, noise_channels)
-        self.conv = conv_block(cout + cskip, cout)
+        self.conv = conv_block(cout + cskip, cout, padding)
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, h, skip, z):
@@ -54,15 +67,16 @@ class UpBlock(nn.Module):
 
 class CNNUNet(nn.Module):
     def __init__(self, image_size: int, width: int = 64, depth: int = 4, noise_dim: int = 64,
-                 noise_channels: int = 1, dropout: float = 0.5, num_classes: int = 2, in_channels: int = 3):
+                 noise_channels: int = 1, dropout: float = 0.5, num_classes: int = 2, in_channels: int = 3,
+                 upsample: str = "transpose", padding: str = "zeros"):
         super().__init__()
         if image_size % (2 ** depth):
             raise ValueError(f"image_size {image_size} must be divisible by 2**depth = {2 ** depth}")
         self.noise_dim = noise_dim
         chans = [min(width * 2 ** i, width * 8) for i in range(depth + 1)]
-        self.stem = conv_block(in_channels, chans[0])
+        self.stem = conv_block(in_channels, chans[0], padding)
         self.down = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), conv_block(chans[i], chans[i + 1])) for i in range(depth)
+            nn.Sequential(nn.MaxPool2d(2), conv_block(chans[i], chans[i + 1], padding)) for i in range(depth)
         )
         self.up = nn.ModuleList()
         self.pools = nn.ModuleList()
@@ -71,7 +85,7 @@ class CNNUNet(nn.Module):
             size = image_size // 2 ** i
             # pix2pix: dropout in the first (deepest) half of the decoder only
             self.up.append(UpBlock(chans[i + 1], chans[i], chans[i], size, noise_dim, noise_channels,
-                                   dropout if j < (depth + 1) // 2 else 0.0))
+                                   dropout if j < (depth + 1) // 2 else 0.0, upsample, padding))
             self.pools.append(WeightedAvgPool(chans[i], pooled))
         self.head = nn.Sequential(nn.Linear(pooled * depth, 64), nn.GELU(), nn.Linear(64, num_classes))
         self.to_image = nn.Conv2d(chans[0], in_channels, 1)
