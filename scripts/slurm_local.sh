@@ -60,7 +60,7 @@ JobCompType=jobcomp/none
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
-  pgrep -x slurmctld >/dev/null || slurmctld
+  pgrep -x slurmctld >/dev/null || slurmctld -c   # -c: a fresh queue, no jobs recovered from an earlier run
   pgrep -x slurmd >/dev/null || slurmd
   for _ in $(seq 30); do
     sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)' && break
@@ -81,8 +81,9 @@ run() {
   # the slurm profile, with the tiny configuration and this node's resources (no GPU here)
   snakemake --profile workflow/profiles/slurm \
     --configfile params.yaml workflow/profiles/tiny/params.yaml \
-    --default-resources slurm_partition=debug mem_mb=2000 runtime=30 \
+    --cores "$(nproc)" --default-resources slurm_partition=debug mem_mb=2000 runtime=30 cpus_per_task=1 \
     --set-resources train:gpu=0 train_baseline:gpu=0 train_segmenter:gpu=0 \
+                    train:cpus_per_task="$(nproc)" train_baseline:cpus_per_task="$(nproc)" \
     --slurm-status-command squeue --jobs 4 all
 }
 
