@@ -48,15 +48,12 @@ def matmul_peak(n: int = 2048, repeat: int = 10) -> float:
     return 2 * n ** 3 / seconds
 
 
-def step_figures(gname, dname, params, size, batch, repeat, peak, channels_last=False):
+def step_figures(gname, dname, params, size, batch, repeat, peak):
     torch.manual_seed(0)
     g = build_generator(gname, params["generator"], size)
     d = build_discriminator(dname, params["discriminator"], size, 3)
-    x, y = torch.rand(batch, 3, size, size), torch.arange(batch) % 2
-    if channels_last:
-        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     opt_g, opt_d = optimizers(g, d, params["train"])
+    x, y = torch.rand(batch, 3, size, size), torch.arange(batch) % 2
     step = lambda: gan_step(g, d, opt_g, opt_d, x, y, params["train"], cycles=1, update_g=True)  # noqa: E731
     with FlopCounterMode(display=False) as counter:
         step()
@@ -180,9 +177,6 @@ def main() -> int:
     for g, d, params, size, batch, repeat in cases:
         s, ips, fps, frac = step_figures(g, d, params, size, batch, repeat, peak)
         print(f"    {g + ' x ' + d:28s} {size:5d} {batch:5d} {s:8.3f} {ips:7.1f} {fps / 1e9:8.1f} {frac:8.1%}")
-    if not args.quick:  # the target pairing in the other memory layout (GPU runs use channels-last)
-        s, ips, fps, frac = step_figures("cnn_unet", "resnet18", paper, 224, 8, 2, peak, channels_last=True)
-        print(f"    {'cnn_unet x resnet18 (NHWC)':28s} {224:5d} {8:5d} {s:8.3f} {ips:7.1f} {fps / 1e9:8.1f} {frac:8.1%}")
 
     manifest = ROOT / "data/processed/synthetic/manifest.csv"
     if manifest.exists():

@@ -131,8 +131,11 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
     row = table[table["Experiment"] == "l1-5"]
     assert len(row) == 1, show.stdout
     assert float(row["train.loss.l1"].iloc[0]) == 5.0
+    # the experiment's results are in the workspace (results/ is git-ignored, so its commit has no metrics.json)
     metric = [c for c in table.columns if c.endswith("c1.iou_median_counterfactual")]
-    assert metric and not pd.isna(pd.to_numeric(row[metric[0]], errors="coerce").iloc[0]), show.stdout[:3000]
+    workspace = table[table["rev"] == "workspace"]
+    assert metric and not pd.isna(pd.to_numeric(workspace[metric[0]], errors="coerce").iloc[0]), show.stdout[:3000]
+    assert float(workspace["train.loss.l1"].iloc[0]) == 5.0
     # versioned checkpoints: push, lose the file and the cache, pull it back
     assert subprocess.run([*dvc, "push", "-q"], cwd=work, env=env).returncode == 0
     ckpt = work / "results/synthetic/runs/cnn_unet-resnet3-c1/checkpoint.pt"
