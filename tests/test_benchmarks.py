@@ -13,6 +13,9 @@ from conftest import ROOT
 def test_perf_quick_mode_prints_every_section():
     proc = subprocess.run([sys.executable, "benchmarks/perf.py", "--quick"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for section in ("(1) fp32 matmul peak", "(2) one adversarial training step", "(4) FID features", "PGD (10 steps)"):
+    for section in ("(1) fp32 matmul peak", "(2) one adversarial training step", "(4) FID features", "FID of one run",
+                    "PGD (10 steps)"):
         assert section in proc.stdout, proc.stdout
     assert "identical adversarials: True" in proc.stdout
+    assert "max |difference| 0.00e+00" in proc.stdout  # the same features as pytorch-fid's own
+    assert "glibc keeps freed memory: True" in proc.stdout or sys.platform != "linux"

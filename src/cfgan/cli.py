@@ -7,10 +7,10 @@ reads only its declared inputs and writes its outputs atomically.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from . import cpu
 from .config import load_params
 from .errors import UserError
 from .io import atomic_path, write_csv
@@ -221,10 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Two cores here: more intra-op threads than cores only adds contention.
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    cpu.tune()
     try:
         args.func(args)
     except UserError as exc:
