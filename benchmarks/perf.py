@@ -2,13 +2,15 @@
 
     python benchmarks/perf.py            # full: the paper grid at 224 px + the tiny sizes
     python benchmarks/perf.py --quick    # CI: tiny sizes only
+    python benchmarks/perf.py --pairing cnn_unet:resnet18 [--no-malloc-tuning]   # one 224 px step
 
 Prints: (1) the fp32 matmul peak; (2) per generator x discriminator pairing, one adversarial
 training step (D update + G update with the cycle loss): seconds, images/s, FLOP/s counted by
-torch.utils.flop_counter and its fraction of the peak; (3) data loading throughput against what
-training consumes; (4) FID feature extraction and the PGD sweep against pytorch-fid's and
-torchattacks' own entry points on the same images (ratio, same results); (5) no-op latency of
-`snakemake -n` and `dvc status` on a finished tiny results tree, when one is given.
+torch.utils.flop_counter and its fraction of the peak measured around that step; (3) data
+loading throughput against what training consumes; (4) FID feature extraction, one run's FID
+step and the PGD sweep against pytorch-fid's and torchattacks' own entry points on the same
+images (ratio, same results); (5) no-op latency of `snakemake -n` and `dvc status` on a finished
+tiny results tree, when one is given.
 """
 
 from __future__ import annotations
@@ -43,24 +45,29 @@ def timed(fn, repeat: int, warmup: int = 1) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def race(ours, theirs, rounds: int = 3) -> tuple[float, float]:
+def race(ours, theirs, rounds: int = 3):
     """Best-of-`rounds` seconds of two functions run alternately (after one warm-up call each), so
-    that a noisy neighbour or a cold cache does not favour the one that ran second."""
-    ours(), theirs()
+    that a noisy neighbour or a cold cache does not favour the one that ran second; and the results
+    of their warm-up calls, for checking that both computed the same."""
+    results = ours(), theirs()
     a, b = [], []
     for _ in range(rounds):
         a.append(timed(ours, 1, warmup=0))
         b.append(timed(theirs, 1, warmup=0))
-    return min(a), min(b)
+    return min(a), min(b), results
 
 
 def matmul_peak(n: int = 2048, repeat: int = 10) -> float:
+    """FLOP/s of the fastest of `repeat` n x n fp32 matmuls: a peak, so the best run, not the mean
+    (a mean on a shared machine would understate it and flatter the fractions of (2))."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    seconds = timed(lambda: a @ b, repeat, warmup=3)
-    return 2 * n ** 3 / seconds
+    for _ in range(3):
+        a @ b
+    best = min(timed(lambda: a @ b, 1, warmup=0) for _ in range(repeat))
+    return 2 * n ** 3 / best
 
 
-def step_figures(gname, dname, params, size, batch, repeat, peak, channels_last=False):
+def step_figures(gname, dname, params, size, batch, repeat, channels_last=False):
     torch.manual_seed(0)
     g = build_generator(gname, params["generator"], size)
     d = build_discriminator(dname, params["discriminator"], size, 3)
@@ -74,7 +81,20 @@ def step_figures(gname, dname, params, size, batch, repeat, peak, channels_last=
         step()
     flops = counter.get_total_flops()
     seconds = timed(step, repeat, warmup=0)  # the counted step above was the warm-up
-    return seconds, batch / seconds, flops / seconds, flops / seconds / peak
+    return seconds, batch / seconds, flops / seconds
+
+
+def step_row(label, *args, **kwargs) -> float:
+    """Print one row of (2) and return its fraction of the peak. The peak is measured right before
+    and right after the step, and the higher of the two is used: on a shared machine the peak of
+    a quiet moment minutes earlier says little about the cores this step actually had."""
+    before = matmul_peak()
+    s, ips, fps = step_figures(*args, **kwargs)
+    peak = max(before, matmul_peak())
+    g, d, params, size, batch, repeat = args
+    print(f"    {label:28s} {size:5d} {batch:5d} {s:8.3f} {ips:7.2f} {fps / 1e9:8.1f} {peak / 1e9:8.1f} {fps / peak:8.1%}",
+          flush=True)
+    return fps / peak
 
 
 def data_loading(manifest: Path, batch: int, repeat: int = 20):
@@ -105,9 +125,8 @@ def fid_comparison(n: int, size: int, batch: int, rounds: int):
         for i, im in enumerate((images * 255).round().byte().permute(0, 2, 3, 1).numpy()):
             files.append(f"{tmp}/{i}.png")
             Image.fromarray(im).save(files[-1])
-        ours_s, theirs_s = race(lambda: fid.activations(net, images, batch),
-                                lambda: get_activations(files, net, batch, 2048, "cpu", 0), rounds)
-        theirs = get_activations(files, net, batch, 2048, "cpu", 0)
+        ours_s, theirs_s, (_, theirs) = race(lambda: fid.activations(net, images, batch),
+                                             lambda: get_activations(files, net, batch, 2048, "cpu", 0), rounds)
     # the PNG round trip quantises to 8 bits: compare on the quantised images
     quantised = fid.activations(net, (images * 255).round() / 255, batch)
     return n / ours_s, n / theirs_s, float(np.abs(quantised - theirs).max())
@@ -154,8 +173,7 @@ def fid_step_comparison(n: int, size: int, batch: int, dims: int, rounds: int):
                                                             batch, "cpu", dims)
             return out
 
-        ours_s, theirs_s = race(ours, theirs, rounds)
-        a, b = ours(), theirs()
+        ours_s, theirs_s, (a, b) = race(ours, theirs, rounds)
     rel = max(abs(a[k][0] - b[k]) / abs(b[k]) for k in pairs)
     return n / ours_s, n / theirs_s, rel
 
@@ -178,7 +196,7 @@ def pgd_comparison(n: int, size: int, steps: int, alpha: float, rounds: int):
         adversarial = atk(x, labels)
         with torch.no_grad():
             return model(adversarial).argmax(1)
-    ours_s, theirs_s = race(lambda: robustness.sweep(split, model, None, cfg, 64, 0), theirs, rounds)
+    ours_s, theirs_s, _ = race(lambda: robustness.sweep(split, model, None, cfg, 64, 0), theirs, rounds)
     ours = robustness.pgd(model, x, labels, alpha, steps, None)
     same = torch.allclose(ours, atk(x, labels))
     return n / ours_s, n / theirs_s, same
@@ -199,7 +217,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes only (CI)")
     parser.add_argument("--tree", type=Path, help="a finished tiny results tree for the no-op latencies")
-    parser.add_argument("--pairing", metavar="G:D", help="only this 224 px pairing, e.g. cnn_unet:resnet18")
+    parser.add_argument("--pairing", metavar="G:D", help="sections (1) and (2) only, with this one 224 px pairing, e.g. cnn_unet:resnet18")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="measure without cfgan.cpu's allocator setting (the 'before' of benchmarks/README.md)")
     args = parser.parse_args()
@@ -208,26 +226,26 @@ def main() -> int:
     kept = cpu.tune()  # what every cfgan step does first
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"glibc keeps freed memory: {kept}")
-    peak = matmul_peak(1024 if args.quick else 2048)
-    print(f"(1) fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(f"(1) fp32 matmul peak (2048^3): {matmul_peak() / 1e9:.1f} GFLOP/s "
+          "(measured again around each step of (2): its 'peak' column)")
 
     paper = load_params([ROOT / "params.yaml"])
     tiny = load_params([ROOT / "params.yaml", ROOT / "workflow/profiles/tiny/params.yaml"])
     print("(2) one adversarial training step (D + G with one cycle), fp32 CPU")
-    print(f"    {'pairing':28s} {'size':>5s} {'batch':>5s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    print(f"    {'pairing':28s} {'size':>5s} {'batch':>5s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'peak':>8s} {'of peak':>8s}")
     cases = [(g, d, tiny, 32, 32, 5) for g in tiny["grid"]["generators"] for d in tiny["grid"]["discriminators"]]
     if not args.quick:
         # batch 4, one timed step: a 224 px step takes 10 to 60 s on a 2-core CPU
         cases += [(g, d, paper, 224, 4, 1) for g in paper["grid"]["generators"] for d in paper["grid"]["discriminators"]
                   if args.pairing in (None, f"{g}:{d}")]
     for g, d, params, size, batch, repeat in cases:
-        s, ips, fps, frac = step_figures(g, d, params, size, batch, repeat, peak)
-        print(f"    {g + ' x ' + d:28s} {size:5d} {batch:5d} {s:8.3f} {ips:7.1f} {fps / 1e9:8.1f} {frac:8.1%}", flush=True)
+        frac = step_row(f"{g} x {d}", g, d, params, size, batch, repeat)
         if (g, d, size) == ("cnn_unet", "resnet18", 224):
             print(f"    -> target: CNN UNet x ResNet18 at 224 px >= 35% of peak: {'met' if frac >= 0.35 else 'MISSED'}")
+    if args.pairing:
+        return 0
     if not args.quick:  # the memory layout GPU runs use; CPU runs stay NCHW because of this row
-        s, ips, fps, frac = step_figures("cnn_unet", "resnet18", paper, 224, 4, 1, peak, channels_last=True)
-        print(f"    {'cnn_unet x resnet18 NHWC':28s} {224:5d} {4:5d} {s:8.3f} {ips:7.1f} {fps / 1e9:8.1f} {frac:8.1%}")
+        step_row("cnn_unet x resnet18 NHWC", "cnn_unet", "resnet18", paper, 224, 4, 1, channels_last=True)
 
     manifest = ROOT / "data/processed/synthetic/manifest.csv"
     if manifest.exists():
