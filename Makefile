@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean-results
+.PHONY: setup demo test test-fast bench perf clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,3 +27,7 @@ test-fast: setup
 
 bench: setup  ## wall time of the tiny profile, end to end
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/tiny_wall_time.py
+
+PERF_ARGS ?= --quick --tree .
+perf: setup  ## speed figures (benchmarks/README.md); PERF_ARGS="--tree ." for the paper grid at 224 px (~30 min on 2 cores)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/perf.py $(PERF_ARGS)

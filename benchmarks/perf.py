@@ -97,20 +97,29 @@ def step_row(label, *args, **kwargs) -> float:
     return fps / peak
 
 
-def data_loading(manifest: Path, batch: int, repeat: int = 20):
+def serving(split, batch: int, repeat: int = 20) -> float:
+    """Images/s of what the training loop does between steps: index the in-memory split, convert,
+    augment (params.yaml's augmentation)."""
     from cfgan.data.augment import augment
-    from cfgan.data.datasets import load_split
-    start = time.perf_counter()
-    split = load_split(manifest, "train")
-    load_s = time.perf_counter() - start
     params = load_params([ROOT / "params.yaml"])
     gen = torch.Generator().manual_seed(0)
+
     def one():
         idx = torch.randint(len(split), (batch,), generator=gen)
         x, _ = split.batch(idx)
         augment(x, params["train"]["augment"], gen)
-    seconds = timed(one, repeat)
-    return len(split) / load_s, batch / seconds
+    return batch / timed(one, repeat)
+
+
+def data_loading(manifest: Path, batch: int):
+    """Decoding the tiny profile's crops once (the loop keeps them in memory), serving them, and
+    serving 224 px crops as the paper grid's loop would (random pixels: only the sizes matter)."""
+    from cfgan.data.datasets import Split, load_split
+    start = time.perf_counter()
+    split = load_split(manifest, "train")
+    load_s = time.perf_counter() - start
+    big = Split(torch.randint(0, 256, (128, 3, 224, 224), dtype=torch.uint8), torch.arange(128) % 2, None, [""] * 128)
+    return len(split) / load_s, split.images.shape[-1], serving(split, batch), serving(big, batch, repeat=5)
 
 
 def fid_comparison(n: int, size: int, batch: int, rounds: int):
@@ -178,7 +187,7 @@ def fid_step_comparison(n: int, size: int, batch: int, dims: int, rounds: int):
     return n / ours_s, n / theirs_s, rel
 
 
-def pgd_comparison(n: int, size: int, steps: int, alpha: float, rounds: int):
+def pgd_comparison(n: int, size: int, steps: int, alpha: float, rounds: int, batch: int = 64):
     import torchattacks
     from cfgan.data.datasets import Split
     from cfgan.evaluate import robustness
@@ -192,11 +201,14 @@ def pgd_comparison(n: int, size: int, steps: int, alpha: float, rounds: int):
     atk = torchattacks.PGD(model, eps=alpha * steps, alpha=alpha, steps=steps, random_start=False)
     atk.set_mode_targeted_by_function(lambda im, lab: 1 - lab)
 
-    def theirs():  # the attack, then the predictions an F1 needs (the sweep computes the same)
-        adversarial = atk(x, labels)
-        with torch.no_grad():
-            return model(adversarial).argmax(1)
-    ours_s, theirs_s, _ = race(lambda: robustness.sweep(split, model, None, cfg, 64, 0), theirs, rounds)
+    def theirs():  # the attack, then the predictions an F1 needs, in the same batches as the sweep
+        preds = []
+        for start in range(0, n, batch):
+            adversarial = atk(x[start:start + batch], labels[start:start + batch])
+            with torch.no_grad():
+                preds.append(model(adversarial).argmax(1))
+        return torch.cat(preds)
+    ours_s, theirs_s, _ = race(lambda: robustness.sweep(split, model, None, cfg, batch, 0), theirs, rounds)
     ours = robustness.pgd(model, x, labels, alpha, steps, None)
     same = torch.allclose(ours, atk(x, labels))
     return n / ours_s, n / theirs_s, same
@@ -249,9 +261,9 @@ def main() -> int:
 
     manifest = ROOT / "data/processed/synthetic/manifest.csv"
     if manifest.exists():
-        decode, served = data_loading(manifest, 32)
+        decode, size, served, served_224 = data_loading(manifest, 32)
         print(f"(3) data: decode {decode:.0f} crops/s once at start; batches served {served:.0f} img/s "
-              f"(training consumes the img/s of (2))")
+              f"({size} px), {served_224:.0f} img/s (224 px); training consumes the img/s of (2)")
     else:
         print("(3) data: skipped (run the tiny profile first: data/processed/synthetic/manifest.csv)")
 
