@@ -2,10 +2,11 @@
 
 Why the allocator: a training step at 224 px allocates and frees activations of tens of MB. glibc
 serves such blocks with fresh mmap()s and returns them to the kernel on free, so every step
-page-faults its activations in again. Measured with benchmarks/perf.py (CNN UNet x ResNet18,
-224 px, batch 4, 2-core CPU): 8.6 M page faults and 16 % of the CPU time in the kernel per run;
-with mmap off and a 1 GiB trim threshold, 1.6 M faults and 28.3 -> 24.4 s per step. The cost is
-that the process keeps its peak heap until it exits, which a training or evaluation step does soon.
+page-faults its activations in again. Measured with `benchmarks/perf.py --pairing cnn_unet:resnet18
+[--no-malloc-tuning]` (224 px, batch 4, 2-core CPU, 4 runs each): 6.2-6.7 M page faults and 18-24 s
+of kernel CPU per run; with mmap off and a 1 GiB trim threshold, 1.7 M faults, 6 s, and 33.9 -> 29.8 s
+per step on average (benchmarks/README.md). The cost: the process keeps its peak heap until it
+exits, which a training or evaluation step does soon.
 """
 
 from __future__ import annotations
