@@ -84,30 +84,28 @@ def step_figures(gname, dname, params, size, batch, repeat, channels_last=False)
     return seconds, batch / seconds, flops / seconds
 
 
-def step_row(label, *args, **kwargs) -> float:
+def step_row(label, g, d, params, size, batch, repeat, channels_last=False) -> float:
     """Print one row of (2) and return its fraction of the peak. The peak is measured right before
     and right after the step, and the higher of the two is used: on a shared machine the peak of
     a quiet moment minutes earlier says little about the cores this step actually had."""
     before = matmul_peak()
-    s, ips, fps = step_figures(*args, **kwargs)
+    s, ips, fps = step_figures(g, d, params, size, batch, repeat, channels_last)
     peak = max(before, matmul_peak())
-    g, d, params, size, batch, repeat = args
     print(f"    {label:28s} {size:5d} {batch:5d} {s:8.3f} {ips:7.2f} {fps / 1e9:8.1f} {peak / 1e9:8.1f} {fps / peak:8.1%}",
           flush=True)
     return fps / peak
 
 
-def serving(split, batch: int, repeat: int = 20) -> float:
+def serving(split, batch: int, augment_cfg: dict, repeat: int = 20) -> float:
     """Images/s of what the training loop does between steps: index the in-memory split, convert,
-    augment (params.yaml's augmentation)."""
+    augment."""
     from cfgan.data.augment import augment
-    params = load_params([ROOT / "params.yaml"])
     gen = torch.Generator().manual_seed(0)
 
     def one():
         idx = torch.randint(len(split), (batch,), generator=gen)
         x, _ = split.batch(idx)
-        augment(x, params["train"]["augment"], gen)
+        augment(x, augment_cfg, gen)
     return batch / timed(one, repeat)
 
 
@@ -119,21 +117,28 @@ def data_loading(manifest: Path, batch: int):
     split = load_split(manifest, "train")
     load_s = time.perf_counter() - start
     big = Split(torch.randint(0, 256, (128, 3, 224, 224), dtype=torch.uint8), torch.arange(128) % 2, None, [""] * 128)
-    return len(split) / load_s, split.images.shape[-1], serving(split, batch), serving(big, batch, repeat=5)
+    cfg = load_params([ROOT / "params.yaml"])["train"]["augment"]
+    return len(split) / load_s, split.images.shape[-1], serving(split, batch, cfg), serving(big, batch, cfg, repeat=5)
+
+
+def save_pngs(images: torch.Tensor, folder: Path) -> list[str]:
+    """uint8 N x 3 x H x W images as PNG files, the input pytorch-fid's entry points read."""
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [str(folder / f"{i}.png") for i in range(len(images))]
+    for file, im in zip(files, images.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(im).save(file)
+    return files
 
 
 def fid_comparison(n: int, size: int, batch: int, rounds: int):
     """Our activations (tensors, batched) vs pytorch_fid.fid_score.get_activations on PNG files."""
-    from PIL import Image
     from pytorch_fid.fid_score import get_activations
     from cfgan.evaluate import fid
     net, _ = fid.inception(2048, None, allow_untrained=True)
     images = torch.rand(n, 3, size, size)
     with tempfile.TemporaryDirectory() as tmp:
-        files = []
-        for i, im in enumerate((images * 255).round().byte().permute(0, 2, 3, 1).numpy()):
-            files.append(f"{tmp}/{i}.png")
-            Image.fromarray(im).save(files[-1])
+        files = save_pngs((images * 255).round().byte(), Path(tmp))
         ours_s, theirs_s, (_, theirs) = race(lambda: fid.activations(net, images, batch),
                                              lambda: get_activations(files, net, batch, 2048, "cpu", 0), rounds)
     # the PNG round trip quantises to 8 bits: compare on the quantised images
@@ -147,7 +152,6 @@ def fid_step_comparison(n: int, size: int, batch: int, dims: int, rounds: int):
     pytorch-fid: `calculate_fid_given_paths` on folders of PNGs, once per subset.
     The generator pass is the same on both sides and left out. `dims` 2048 is the paper's; the tiny
     profile's 64 keeps the matrix square roots (the same on both sides) from dominating."""
-    from PIL import Image
     from pytorch_fid.fid_score import calculate_fid_given_paths
     from cfgan.evaluate import fid
     gen = torch.Generator().manual_seed(1)
@@ -168,10 +172,7 @@ def fid_step_comparison(n: int, size: int, batch: int, dims: int, rounds: int):
         und, dam = labels == 0, labels == 1
         pairs = {"full": (real, fake), "und": (real[und], fake[dam]), "dam": (real[dam], fake[und])}
         for subset, (r, f) in pairs.items():  # the PNG folders pytorch-fid reads (writing them is not timed)
-            for kind, images in (("real", r), ("fake", f)):
-                (tmp / subset / kind).mkdir(parents=True)
-                for i, im in enumerate(images.permute(0, 2, 3, 1).numpy()):
-                    Image.fromarray(im).save(tmp / subset / kind / f"{i}.png")
+            save_pngs(r, tmp / subset / "real"), save_pngs(f, tmp / subset / "fake")
 
         def theirs():
             out = {}
