@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from cfgan.config import load_params, parse_run_name, schema
+from cfgan.config import baseline_runs, grid_runs, load_params, parse_run_name, run_name, schema, segmenter_runs, split_seed
 from cfgan.errors import UserError
 from cfgan.models import DISCRIMINATORS, GENERATORS
 from conftest import ROOT, TINY
@@ -59,6 +59,21 @@ def test_schema_model_names_match_the_registry():
 
 
 def test_run_names_round_trip():
-    assert parse_run_name("cnn_unet-resnet18-c1") == ("cnn_unet", "resnet18", 1)
-    with pytest.raises(UserError, match="expected"):
-        parse_run_name("cnn_unet_resnet18")
+    assert parse_run_name("cnn_unet-resnet18-c1-s2") == ("cnn_unet", "resnet18", 1, 2)
+    assert run_name("cnn_unet", "resnet18", 1, 2) == "cnn_unet-resnet18-c1-s2"
+    for bad in ("cnn_unet_resnet18", "cnn_unet-resnet18-c1", "cnn_unet-resnet18-c1-x2"):
+        with pytest.raises(UserError, match="expected"):
+            parse_run_name(bad)
+    assert split_seed("baseline-resnet3-s4") == ("baseline-resnet3", 4)
+    assert split_seed("references") == ("references", None)
+
+
+def test_seeds_multiply_every_training_run(write_params):
+    params = load_params(write_params({"grid": {"generators": ["cnn_unet"], "discriminators": ["resnet3", "resnet18"],
+                                                "cycles": [1], "seeds": [0, 7]},
+                                       "segmenter": {"architectures": ["cnn_unet"]},
+                                       "report": {"showcase": {"generator": "cnn_unet", "discriminator": "resnet3", "cycles": 1}}}))
+    assert grid_runs(params) == ["cnn_unet-resnet3-c1-s0", "cnn_unet-resnet3-c1-s7",
+                                 "cnn_unet-resnet18-c1-s0", "cnn_unet-resnet18-c1-s7"]
+    assert baseline_runs(params) == ["baseline-resnet3-s0", "baseline-resnet3-s7", "baseline-resnet18-s0", "baseline-resnet18-s7"]
+    assert segmenter_runs(params) == ["segmenter-cnn_unet-s0", "segmenter-cnn_unet-s7"]

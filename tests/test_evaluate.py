@@ -27,10 +27,23 @@ def test_iou_known_masks():
 
 
 def test_threshold_choice_recovers_the_true_region():
-    masks = np.zeros((3, 8, 8), bool); masks[:, 2:4, 2:6] = True
+    masks = np.zeros((3, 8, 8), bool); masks[:, 2:6, :] = True   # half of the pixels
     maps = masks * 1.0 + 0.3 * np.random.default_rng(0).random((3, 8, 8))
-    t = choose_threshold(maps, masks, [0.1, 0.5, 0.75, 0.95])
-    assert t in (0.5, 0.75) and per_image_iou(maps, masks, t).mean() == 1.0
+    t, val_iou = choose_threshold(maps, masks, [0.1, 0.5, 0.8, 0.95])
+    assert val_iou == 1.0 and per_image_iou(maps, masks, t).mean() == 1.0
+    assert 0.3 < t <= 1.0  # the median: between the background and the region
+
+
+def test_threshold_is_absolute_so_a_near_identity_map_is_not_stretched():
+    """Relative-to-maximum thresholds turned an identity G's one-grey-level noise into full masks;
+    one threshold for the whole val set keeps a flat map flat: its masks stay small and wrong."""
+    rng = np.random.default_rng(1)
+    masks = np.zeros((20, 16, 16), bool); masks[:, 6:10, :] = True   # a quarter of the pixels
+    good = masks * 0.5 + 0.05 * rng.random(masks.shape)
+    flat = 0.004 * rng.random(masks.shape)   # under one grey level everywhere
+    t_good, iou_good = choose_threshold(good, masks, [0.5, 0.75, 0.9])
+    t_flat, iou_flat = choose_threshold(flat, masks, [0.5, 0.75, 0.9])
+    assert iou_good == 1.0 and iou_flat < 0.3
 
 
 def test_smoothing_spreads_a_speckle_and_keeps_a_line():

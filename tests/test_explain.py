@@ -10,7 +10,7 @@ from conftest import need_shared, save_image
 @pytest.fixture
 def trained_run(small_manifest, tmp_path):
     params, manifest = small_manifest
-    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1", tmp_path / "run")
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "run")
     return tmp_path / "run"
 
 

@@ -11,19 +11,19 @@ def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monk
     calls = {"n": 0}
     real_augment = gan.augment
 
-    def dying_augment(x, cfg, rng):
+    def dying_augment(x, cfg, rng, **kw):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt  # the process is killed during step 5
-        return real_augment(x, cfg, rng)
+        return real_augment(x, cfg, rng, **kw)
 
     monkeypatch.setattr(gan, "augment", dying_augment)
     with pytest.raises(KeyboardInterrupt):
-        gan.train_gan(params, manifest, "cnn_unet-resnet3-c1", out)
+        gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", out)
     assert (out / "resume.pt").exists() and not (out / "checkpoint.pt").exists()
     monkeypatch.setattr(gan, "augment", real_augment)
-    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1", out)
-    assert "resuming cnn_unet-resnet3-c1 from step 4" in capsys.readouterr().out
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", out)
+    assert "resuming cnn_unet-resnet3-c1-s0 from step 4" in capsys.readouterr().out
     log = pd.read_csv(out / "log.csv")
     assert log["step"].tolist() == [1, 2, 3, 4, 5, 6]
     assert not (out / "resume.pt").exists()
@@ -31,8 +31,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monk
 
 def test_a_seed_makes_a_run_repeat(small_manifest, tmp_path):
     params, manifest = small_manifest
-    a = gan.train_gan(params, manifest, "cnn_unet-resnet3-c0", tmp_path / "a")
-    b = gan.train_gan(params, manifest, "cnn_unet-resnet3-c0", tmp_path / "b")
+    a = gan.train_gan(params, manifest, "cnn_unet-resnet3-c0-s0", tmp_path / "a")
+    b = gan.train_gan(params, manifest, "cnn_unet-resnet3-c0-s0", tmp_path / "b")
     assert a == b
     la, lb = pd.read_csv(tmp_path / "a/log.csv"), pd.read_csv(tmp_path / "b/log.csv")
     pd.testing.assert_frame_equal(la, lb)

@@ -103,19 +103,22 @@ def cmd_crop(args):
 
 def cmd_train(args):
     from .train.gan import train_gan
-    s = train_gan(_params(args, "train"), Path(args.manifest), args.run, Path(args.out))
-    print(f"{s['run']}: best val F1 of D {s['val_f1_d']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
+    s = train_gan(_params(args, "train", args.dataset), Path(args.manifest), args.run, Path(args.out), args.dataset)
+    print(f"{s['run']}: selected step {s['best_step']} (val score {s['val_score']:.3f}, D F1 {s['val_f1_d']:.3f}); "
+          f"checkpoint in {args.out}")
+    if s["collapse"]:
+        print(f"{s['run']} COLLAPSED: " + "; ".join(s["collapse"]) + " (every evaluation of this run says so)")
 
 
 def cmd_train_baseline(args):
     from .train.baselines import train_baseline
-    s = train_baseline(_params(args, "train-baseline"), Path(args.manifest), args.backbone, Path(args.out))
+    s = train_baseline(_params(args, "train-baseline"), Path(args.manifest), args.backbone, Path(args.out), args.seed)
     print(f"{s['run']}: best val F1 {s['val_f1']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
 
 
 def cmd_train_segmenter(args):
     from .train.segmenters import train_segmenter
-    s = train_segmenter(_params(args, "train-segmenter"), Path(args.manifest), args.arch, Path(args.out))
+    s = train_segmenter(_params(args, "train-segmenter"), Path(args.manifest), args.arch, Path(args.out), args.seed)
     print(f"{s['run']}: best val IoU {s['val_iou']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
 
 
@@ -140,9 +143,21 @@ def cmd_fid(args):
     _write_eval(frame, args.out)
 
 
+def _checkpoint_or_references(args) -> Path | None:
+    """A checkpoint to evaluate, or None for the training-free references (`--references`)."""
+    if bool(args.checkpoint) == bool(args.references):
+        raise UserError(f"cfgan {args.step}: give exactly one of --checkpoint (a trained run) or --references "
+                        "(the training-free baselines)")
+    return Path(args.checkpoint) if args.checkpoint else None
+
+
 def cmd_classify(args):
-    from .evaluate.run import run_classify
-    _write_eval(run_classify(_params(args, "classify"), Path(args.manifest), Path(args.checkpoint), args.dataset), args.out)
+    from .evaluate.run import run_classify, run_classify_references
+    p, checkpoint = _params(args, "classify"), _checkpoint_or_references(args)
+    if checkpoint is None:
+        _write_eval(run_classify_references(p, Path(args.manifest), args.dataset), args.out)
+    else:
+        _write_eval(run_classify(p, Path(args.manifest), checkpoint, args.dataset), args.out)
 
 
 def cmd_robustness(args):
@@ -156,9 +171,13 @@ def cmd_uncertainty(args):
 
 
 def cmd_saliency(args):
-    from .evaluate.run import run_saliency
+    from .evaluate.run import run_saliency, run_saliency_references
+    p, checkpoint = _params(args, "saliency"), _checkpoint_or_references(args)
     with atomic_path(args.examples) as ex:
-        frame = run_saliency(_params(args, "saliency"), Path(args.manifest), Path(args.checkpoint), args.dataset, ex)
+        if checkpoint is None:
+            frame = run_saliency_references(p, Path(args.manifest), args.dataset, ex)
+        else:
+            frame = run_saliency(p, Path(args.manifest), checkpoint, args.dataset, ex)
     _write_eval(frame, args.out)
 
 
@@ -189,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
         sp.add_argument("--params", nargs="+", default=["params.yaml"], help="params files, later override earlier")
         for opt in opts:
-            sp.add_argument(f"--{opt}", required=True)
+            sp.add_argument(f"--{opt}", required=True, type=int if opt == "seed" else str)
         sp.set_defaults(func=func)
         return sp
 
@@ -198,16 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     step("ingest", cmd_ingest, "index a local folder (one sub-folder per class, masks optional)", "dataset", "out")
     step("split", cmd_split, "split source images 70/10/20 (stratified, seeded)", "index", "out")
     step("crop", cmd_crop, "tile or resize the split images into crops + manifest", "dataset", "split-index", "out")
-    step("train", cmd_train, "train one GAN run {generator}-{discriminator}-c{cycles}", "manifest", "run", "out")
-    step("train-baseline", cmd_train_baseline, "train the plain 2-class classifier", "manifest", "backbone", "out")
-    step("train-segmenter", cmd_train_segmenter, "train a supervised segmenter on the masks", "manifest", "arch", "out")
+    step("train", cmd_train, "train one GAN run {generator}-{discriminator}-c{cycles}-s{seed}", "manifest", "dataset", "run", "out")
+    step("train-baseline", cmd_train_baseline, "train the plain 2-class classifier", "manifest", "backbone", "seed", "out")
+    step("train-segmenter", cmd_train_segmenter, "train a supervised segmenter on the masks", "manifest", "arch", "seed", "out")
     step("fid-real", cmd_fid_real, "Inception features of the real test crops (once per data set)", "manifest", "out")
     step("fid", cmd_fid, "FID of counterfactuals (full / und. / dam.)", "manifest", "checkpoint", "real-features",
          "dataset", "out", "examples")
-    step("classify", cmd_classify, "accuracy, F1, precision, recall on test", "manifest", "checkpoint", "dataset", "out")
+    for sp in (step("classify", cmd_classify, "accuracy, F1, precision, recall on test (or the trivial classifiers')",
+                    "manifest", "dataset", "out"),
+               step("saliency", cmd_saliency, "saliency IoU and f1_tol2: counterfactual vs Grad-CAM, a segmenter's, or the "
+                    "training-free references", "manifest", "dataset", "out", "examples")):
+        sp.add_argument("--checkpoint", help="a trained run's checkpoint.pt")
+        sp.add_argument("--references", action="store_true", help="evaluate the training-free references instead")
     step("robustness", cmd_robustness, "targeted PGD and Gaussian-noise sweeps", "manifest", "checkpoint", "dataset", "out")
     step("uncertainty", cmd_uncertainty, "correlation of p_fake with per-sample NLL", "manifest", "checkpoint", "dataset", "out")
-    step("saliency", cmd_saliency, "saliency IoU: counterfactual vs Grad-CAM, or a segmenter's", "manifest", "checkpoint", "dataset", "out", "examples")
     step("report", cmd_report, "the paper's tables and figures for one data set", "evaluations", "out")
     step("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml (the DVC front door) for these params files", "out")
     ex = sub.add_parser("explain", help="counterfactual, saliency overlay and probabilities for your own images")

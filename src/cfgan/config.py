@@ -97,20 +97,47 @@ def load_params(paths: Iterable[str | Path]) -> dict[str, Any]:
     return validate(merged, source=" + ".join(str(p) for p in paths))
 
 
-def run_name(generator: str, discriminator: str, cycles: int) -> str:
-    return f"{generator}-{discriminator}-c{cycles}"
+def run_name(generator: str, discriminator: str, cycles: int, seed: int | None = None) -> str:
+    """`{generator}-{discriminator}-c{cycles}`, and `-s{seed}` for one seed's training run."""
+    base = f"{generator}-{discriminator}-c{cycles}"
+    return base if seed is None else f"{base}-s{seed}"
 
 
-def parse_run_name(name: str) -> tuple[str, str, int]:
+def parse_run_name(name: str) -> tuple[str, str, int, int]:
+    """(generator, discriminator, cycles, seed) of `{generator}-{discriminator}-c{cycles}-s{seed}`."""
     try:
-        generator, discriminator, cyc = name.split("-")
-        if not cyc.startswith("c"):
+        generator, discriminator, cyc, sd = name.split("-")
+        if not cyc.startswith("c") or not sd.startswith("s"):
             raise ValueError
-        return generator, discriminator, int(cyc[1:])
+        return generator, discriminator, int(cyc[1:]), int(sd[1:])
     except ValueError:
-        raise UserError(f"run name {name!r}: expected '{{generator}}-{{discriminator}}-c{{cycles}}', e.g. cnn_unet-resnet18-c1") from None
+        raise UserError(f"run name {name!r}: expected '{{generator}}-{{discriminator}}-c{{cycles}}-s{{seed}}', "
+                        "e.g. cnn_unet-resnet18-c1-s0") from None
+
+
+def split_seed(name: str) -> tuple[str, int | None]:
+    """Any run's name without its `-s{seed}` suffix, and the seed (None for seedless references)."""
+    head, _, tail = name.rpartition("-s")
+    if head and tail.isdigit():
+        return head, int(tail)
+    return name, None
+
+
+def grid_seeds(params: dict) -> list[int]:
+    return list(params["grid"].get("seeds", [0]))
 
 
 def grid_runs(params: dict) -> list[str]:
+    """Every GAN training run: {generator} x {discriminator} x {cycles} x {seed}."""
     g = params["grid"]
-    return [run_name(gen, dis, c) for gen in g["generators"] for dis in g["discriminators"] for c in g["cycles"]]
+    return [run_name(gen, dis, c, s) for gen in g["generators"] for dis in g["discriminators"] for c in g["cycles"]
+            for s in grid_seeds(params)]
+
+
+def baseline_runs(params: dict) -> list[str]:
+    """The plain twins: one per discriminator backbone and seed."""
+    return [f"baseline-{b}-s{s}" for b in params["grid"]["discriminators"] for s in grid_seeds(params)]
+
+
+def segmenter_runs(params: dict) -> list[str]:
+    return [f"segmenter-{a}-s{s}" for a in params["segmenter"]["architectures"] for s in grid_seeds(params)]

@@ -13,18 +13,19 @@ from pathlib import Path
 
 import yaml
 
-from .config import deep_merge, grid_runs, read_yaml
-from .steps import has_masks, keys_for
+from .config import baseline_runs, deep_merge, grid_runs, grid_seeds, read_yaml, segmenter_runs
+from .steps import has_masks, keys_for, present_keys
 
 CODE = "src/cfgan"
 
 
-def _params_section(step: str, files: list[str], overlays: list[dict], dataset: str | None = None) -> list:
-    """params.yaml keys as a plain list; an overlay's keys under its file name, where it sets them."""
+def _params_section(step: str, files: list[str], base: dict, merged: dict, overlays: list[dict], dataset: str | None = None) -> list:
+    """params.yaml keys as a plain list; an overlay's keys under its file name, where it sets them
+    (an optional key only where some file holds it)."""
     keys = keys_for(step, dataset)
-    out: list = list(keys)
+    out: list = [k for k in present_keys(merged, keys) if _has(base, k) or not k + "?" in keys]
     for name, overlay in zip(files[1:], overlays):
-        present = [k for k in keys if _has(overlay, k)]
+        present = [k for k in present_keys(merged, keys) if _has(overlay, k)]
         if present:
             out.append({name: present})
     return out
@@ -40,12 +41,14 @@ def _has(tree: dict, dotted: str) -> bool:
 
 def build(files: list[str], wdir: str | None) -> dict:
     merged: dict = {}
+    base = read_yaml(files[0])
     overlays = [read_yaml(f) for f in files[1:]]
     for f in files:
         merged = deep_merge(merged, read_yaml(f))
     P = " ".join(files)
     runs = grid_runs(merged)
     backbones = merged["grid"]["discriminators"]
+    seeds = grid_seeds(merged)
     stages: dict = {}
 
     def stage(name, cmd, deps, outs, step, dataset=None, matrix=None, extra=None):
@@ -56,7 +59,7 @@ def build(files: list[str], wdir: str | None) -> dict:
         if wdir:
             s["wdir"] = wdir
         s["deps"] = deps + [CODE]
-        s["params"] = _params_section(step, files, overlays, dataset)
+        s["params"] = _params_section(step, files, base, merged, overlays, dataset)
         s["outs"] = outs
         s.update(extra or {})
         stages[name] = s
@@ -74,13 +77,13 @@ def build(files: list[str], wdir: str | None) -> dict:
               f"--out data/processed/{ds}", [f"data/interim/{ds}/split.csv"], [f"data/processed/{ds}"], "crop", ds)
         r = f"results/{ds}"
         run_dir = f"{r}/runs/${{item.run}}"
-        stage(f"train_{ds}", f"cfgan train --params {P} --manifest {manifest} --run ${{item.run}} --out {run_dir}",
+        stage(f"train_{ds}", f"cfgan train --params {P} --manifest {manifest} --dataset {ds} --run ${{item.run}} --out {run_dir}",
               [f"data/processed/{ds}"], [{f"{run_dir}/checkpoint.pt": {"persist": True}}, f"{run_dir}/log.csv"],
-              "train", matrix={"run": runs})
-        base_dir = f"{r}/baselines/${{item.backbone}}"
+              "train", ds, matrix={"run": runs})
+        base_dir = f"{r}/baselines/${{item.backbone}}-s${{item.seed}}"
         stage(f"train_baseline_{ds}", f"cfgan train-baseline --params {P} --manifest {manifest} --backbone ${{item.backbone}} "
-              f"--out {base_dir}", [f"data/processed/{ds}"], [f"{base_dir}/checkpoint.pt", f"{base_dir}/log.csv"],
-              "train-baseline", matrix={"backbone": backbones})
+              f"--seed ${{item.seed}} --out {base_dir}", [f"data/processed/{ds}"], [f"{base_dir}/checkpoint.pt", f"{base_dir}/log.csv"],
+              "train-baseline", matrix={"backbone": backbones, "seed": seeds})
         ev = f"{r}/evaluations"
         ckpt_gan = f"{r}/runs/${{item.run}}/checkpoint.pt"
         common = f"--params {P} --manifest {manifest} --dataset {ds}"
@@ -95,27 +98,36 @@ def build(files: list[str], wdir: str | None) -> dict:
         for step, kind_dir in (("classify", "classification"), ("robustness", "robustness")):
             stage(f"{step}_{ds}", f"cfgan {step} {common} --checkpoint {ckpt_gan} --out {ev}/{kind_dir}/${{item.run}}.csv",
                   [f"data/processed/{ds}", ckpt_gan], [f"{ev}/{kind_dir}/${{item.run}}.csv"], step, matrix={"run": runs})
-            ckpt_base = f"{r}/baselines/${{item.backbone}}/checkpoint.pt"
+            ckpt_base = f"{r}/baselines/${{item.backbone}}-s${{item.seed}}/checkpoint.pt"
             stage(f"{step}_baseline_{ds}", f"cfgan {step} {common} --checkpoint {ckpt_base} "
-                  f"--out {ev}/{kind_dir}/baseline-${{item.backbone}}.csv", [f"data/processed/{ds}", ckpt_base],
-                  [f"{ev}/{kind_dir}/baseline-${{item.backbone}}.csv"], step, matrix={"backbone": backbones})
+                  f"--out {ev}/{kind_dir}/baseline-${{item.backbone}}-s${{item.seed}}.csv", [f"data/processed/{ds}", ckpt_base],
+                  [f"{ev}/{kind_dir}/baseline-${{item.backbone}}-s${{item.seed}}.csv"], step,
+                  matrix={"backbone": backbones, "seed": seeds})
+        stage(f"classify_references_{ds}", f"cfgan classify {common} --references --out {ev}/classification/references.csv",
+              [f"data/processed/{ds}"], [f"{ev}/classification/references.csv"], "classify")
         report_deps = [f"{ev}/{k}/{run}.csv" for k in ("fid", "uncertainty", "classification", "robustness") for run in runs]
-        report_deps += [f"{ev}/{k}/baseline-{b}.csv" for k in ("classification", "robustness") for b in backbones]
+        report_deps += [f"{ev}/{k}/{b}.csv" for k in ("classification", "robustness") for b in baseline_runs(merged)]
+        report_deps += [f"{ev}/classification/references.csv"]
         report_deps += [f"{ev}/examples/{run}_counterfactuals.npz" for run in runs]
         if has_masks(merged["datasets"][ds]):
             archs = merged["segmenter"]["architectures"]
-            seg_dir = f"{r}/segmenters/${{item.arch}}"
+            seg_dir = f"{r}/segmenters/${{item.arch}}-s${{item.seed}}"
+            seg_run = "segmenter-${item.arch}-s${item.seed}"
             if archs:
                 stage(f"train_segmenter_{ds}", f"cfgan train-segmenter --params {P} --manifest {manifest} --arch ${{item.arch}} "
-                      f"--out {seg_dir}", [f"data/processed/{ds}"], [f"{seg_dir}/checkpoint.pt", f"{seg_dir}/log.csv"],
-                      "train-segmenter", matrix={"arch": archs})
+                      f"--seed ${{item.seed}} --out {seg_dir}", [f"data/processed/{ds}"], [f"{seg_dir}/checkpoint.pt", f"{seg_dir}/log.csv"],
+                      "train-segmenter", matrix={"arch": archs, "seed": seeds})
                 stage(f"saliency_segmenter_{ds}", f"cfgan saliency {common} --checkpoint {seg_dir}/checkpoint.pt "
-                      f"--out {ev}/saliency/segmenter-${{item.arch}}.csv --examples {ev}/examples/segmenter-${{item.arch}}_saliency.npz",
+                      f"--out {ev}/saliency/{seg_run}.csv --examples {ev}/examples/{seg_run}_saliency.npz",
                       [f"data/processed/{ds}", f"{seg_dir}/checkpoint.pt"],
-                      [f"{ev}/saliency/segmenter-${{item.arch}}.csv", f"{ev}/examples/segmenter-${{item.arch}}_saliency.npz"],
-                      "saliency", matrix={"arch": archs})
-                report_deps += [f"{ev}/saliency/segmenter-{a}.csv" for a in archs]
-                report_deps += [f"{ev}/examples/segmenter-{a}_saliency.npz" for a in archs]
+                      [f"{ev}/saliency/{seg_run}.csv", f"{ev}/examples/{seg_run}_saliency.npz"],
+                      "saliency", matrix={"arch": archs, "seed": seeds})
+                report_deps += [f"{ev}/saliency/{a}.csv" for a in segmenter_runs(merged)]
+                report_deps += [f"{ev}/examples/{a}_saliency.npz" for a in segmenter_runs(merged)]
+            stage(f"saliency_references_{ds}", f"cfgan saliency {common} --references --out {ev}/saliency/references.csv "
+                  f"--examples {ev}/examples/references_saliency.npz", [f"data/processed/{ds}"],
+                  [f"{ev}/saliency/references.csv", f"{ev}/examples/references_saliency.npz"], "saliency")
+            report_deps += [f"{ev}/saliency/references.csv", f"{ev}/examples/references_saliency.npz"]
             stage(f"saliency_{ds}", f"cfgan saliency {common} --checkpoint {ckpt_gan} --out {ev}/saliency/${{item.run}}.csv "
                   f"--examples {ev}/examples/${{item.run}}_saliency.npz", [f"data/processed/{ds}", ckpt_gan],
                   [f"{ev}/saliency/${{item.run}}.csv", f"{ev}/examples/${{item.run}}_saliency.npz"], "saliency",

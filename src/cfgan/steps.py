@@ -15,9 +15,9 @@ STEP_KEYS: dict[str, list[str]] = {
     "ingest": ["datasets.{dataset}.source"],
     "split": ["seed", "split"],
     "crop": ["seed", "datasets.{dataset}.crop"],
-    "train": ["seed", "generator", "discriminator", "train", "evaluate.batch_size"],
+    "train": ["seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size"],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size"],
-    "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size"],
+    "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles"],
     "fid-real": ["evaluate.fid", "evaluate.batch_size"],
     "fid": ["seed", "evaluate.fid", "evaluate.batch_size"],
     "classify": ["seed", "evaluate.batch_size"],
@@ -26,16 +26,31 @@ STEP_KEYS: dict[str, list[str]] = {
     "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size"],
     "report": ["grid", "segmenter.architectures", "report"],
 }
+# A key ending in "?" is optional: read when the params hold it, skipped when they do not.
 
 
 def keys_for(step: str, dataset: str | None = None) -> list[str]:
-    return [k.format(dataset=dataset) for k in STEP_KEYS[step]]
+    """The step's keys for one data set; optional keys keep their "?" (see `select`, `present_keys`)."""
+    return [k.format(dataset=dataset) for k in STEP_KEYS[step] if dataset is not None or "{dataset}" not in k]
+
+
+def _lookup(params: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(params, dict) or part not in params:
+            return False
+        params = params[part]
+    return True
+
+
+def present_keys(params: dict, keys: list[str]) -> list[str]:
+    """The keys without their "?", optional ones only where params hold them."""
+    return [k.rstrip("?") for k in keys if not k.endswith("?") or _lookup(params, k.rstrip("?"))]
 
 
 def select(params: dict, keys: list[str]) -> dict[str, Any]:
     """The nested sub-dict of params holding exactly `keys` (dotted paths)."""
     out: dict = {}
-    for key in keys:
+    for key in present_keys(params, keys):
         src, dst = params, out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -1,7 +1,7 @@
 # Shared helpers: which params files a run uses, which keys each step reads, what "all" means.
 import os
 
-from cfgan.config import grid_runs
+from cfgan.config import baseline_runs, grid_runs, grid_seeds, segmenter_runs
 from cfgan.steps import has_masks, keys_for, select
 
 
@@ -15,8 +15,10 @@ PARAMS_FILES = list(dict.fromkeys(["params.yaml"] + [_relative(str(p)) for p in 
 PARAMS = " ".join(PARAMS_FILES)
 DATASETS = config["run_datasets"]
 RUNS = grid_runs(config)
-BASELINES = [f"baseline-{b}" for b in config["grid"]["discriminators"]]
-SEGMENTERS = [f"segmenter-{a}" for a in config["segmenter"]["architectures"]]
+BASELINES = baseline_runs(config)
+SEGMENTERS = segmenter_runs(config)
+SEEDS = grid_seeds(config)
+REFERENCES = "references"  # the training-free "run": trivial classifiers and reference saliency maps
 MASKED = [n for n in config["datasets"] if has_masks(config["datasets"][n])]
 UNMASKED = [n for n in config["datasets"] if n not in MASKED]
 
@@ -81,8 +83,9 @@ def evaluations_of(wildcards):
     paths = [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in RUNS]
     paths += [f"results/{ds}/evaluations/examples/{run}_counterfactuals.npz" for run in RUNS]
     paths += [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in RUNS + BASELINES]
+    paths += [f"results/{ds}/evaluations/classification/{REFERENCES}.csv"]
     if has_masks(config["datasets"][ds]):
-        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in RUNS + SEGMENTERS]
-        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in RUNS + SEGMENTERS]
+        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in RUNS + SEGMENTERS + [REFERENCES]]
+        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in RUNS + SEGMENTERS + [REFERENCES]]
     return paths
 

@@ -125,3 +125,43 @@ rule saliency:
         "OMP_NUM_THREADS={threads} cfgan saliency --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output.csv} "
         "--examples {output.examples} > {log} 2>&1"
+
+
+# The training-free references: "runs" with no checkpoint, so every table and figure shows them
+# beside the learned models (trivial classifiers; local contrast, random and all-pixel maps).
+rule classify_references:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+    output:
+        "results/{dataset}/evaluations/classification/references.csv",
+    params:
+        files=PARAMS,
+        cfg=step_params("classify"),
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        "logs/{dataset}/evaluate/classify-references.log",
+    shell:
+        "cfgan classify --params {params.files} --manifest {input.manifest} --references "
+        "--dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule saliency_references:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+    output:
+        csv="results/{dataset}/evaluations/saliency/references.csv",
+        examples="results/{dataset}/evaluations/examples/references_saliency.npz",
+    wildcard_constraints:
+        dataset=alternatives(MASKED),
+    params:
+        files=PARAMS,
+        cfg=step_params("saliency"),
+    threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        "logs/{dataset}/evaluate/saliency-references.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan saliency --params {params.files} --manifest {input.manifest} --references "
+        "--dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"

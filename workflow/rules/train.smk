@@ -18,7 +18,7 @@ rule train:
     log:
         "logs/{dataset}/train/{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan train --params {params.files} --manifest {input} --run {wildcards.run} "
+        "OMP_NUM_THREADS={threads} cfgan train --params {params.files} --manifest {input} --dataset {wildcards.dataset} --run {wildcards.run} "
         "--out results/{wildcards.dataset}/runs/{wildcards.run} > {log} 2>&1"
 
 
@@ -26,10 +26,11 @@ rule train_baseline:
     input:
         "data/processed/{dataset}/manifest.csv",
     output:
-        checkpoint="results/{dataset}/baselines/{backbone}/checkpoint.pt",
-        log="results/{dataset}/baselines/{backbone}/log.csv",
+        checkpoint="results/{dataset}/baselines/{backbone}-s{seed}/checkpoint.pt",
+        log="results/{dataset}/baselines/{backbone}-s{seed}/log.csv",
     wildcard_constraints:
         backbone=alternatives(config["grid"]["discriminators"]),
+        seed=alternatives(SEEDS),
     params:
         files=PARAMS,
         cfg=step_params("train-baseline"),
@@ -37,21 +38,22 @@ rule train_baseline:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/train/baseline-{backbone}.log",
+        "logs/{dataset}/train/baseline-{backbone}-s{seed}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan train-baseline --params {params.files} --manifest {input} "
-        "--backbone {wildcards.backbone} --out results/{wildcards.dataset}/baselines/{wildcards.backbone} > {log} 2>&1"
+        "--backbone {wildcards.backbone} --seed {wildcards.seed} --out results/{wildcards.dataset}/baselines/{wildcards.backbone}-s{wildcards.seed} > {log} 2>&1"
 
 
 rule train_segmenter:
     input:
         "data/processed/{dataset}/manifest.csv",
     output:
-        checkpoint="results/{dataset}/segmenters/{arch}/checkpoint.pt",
-        log="results/{dataset}/segmenters/{arch}/log.csv",
+        checkpoint="results/{dataset}/segmenters/{arch}-s{seed}/checkpoint.pt",
+        log="results/{dataset}/segmenters/{arch}-s{seed}/log.csv",
     wildcard_constraints:
         dataset=alternatives(MASKED),
         arch=alternatives(config["segmenter"]["architectures"]),
+        seed=alternatives(SEEDS),
     params:
         files=PARAMS,
         cfg=step_params("train-segmenter"),
@@ -59,7 +61,7 @@ rule train_segmenter:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/train/segmenter-{arch}.log",
+        "logs/{dataset}/train/segmenter-{arch}-s{seed}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan train-segmenter --params {params.files} --manifest {input} "
-        "--arch {wildcards.arch} --out results/{wildcards.dataset}/segmenters/{wildcards.arch} > {log} 2>&1"
+        "--arch {wildcards.arch} --seed {wildcards.seed} --out results/{wildcards.dataset}/segmenters/{wildcards.arch}-s{wildcards.seed} > {log} 2>&1"

@@ -21,8 +21,11 @@ def _uniform(n, low, high, gen):
     return low + (high - low) * torch.rand(n, generator=gen)
 
 
-def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
-    """x: B x 3 x H x W in [0, 1] (any device). Random numbers come from `gen` (CPU) for repeatability."""
+def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator, masks: torch.Tensor | None = None):
+    """x: B x 3 x H x W in [0, 1] (any device). Random numbers come from `gen` (CPU) for repeatability.
+
+    With `masks` (B x H x W, bool) the same geometry is applied to them (nearest neighbour) and
+    (x, warped masks) is returned, so a caller can tell which crops still show their defect."""
     b = x.shape[0]
     side = _uniform(b, *cfg["scale"], gen).sqrt()  # crop side as a fraction of the image
     angle = _uniform(b, -cfg["rotation"], cfg["rotation"], gen) * math.pi / 180
@@ -35,6 +38,9 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos * fx, -sin * fy, tx], 1), torch.stack([sin * fx, cos * fy, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if masks is not None:
+        masks = F.grid_sample(masks[:, None].to(x.device, x.dtype), grid, mode="nearest", padding_mode="reflection",
+                              align_corners=False)[:, 0] > 0.5
 
     brightness = _uniform(b, 1 - cfg["brightness"], 1 + cfg["brightness"], gen).to(x.device, x.dtype)
     hue = _uniform(b, -cfg["hue"], cfg["hue"], gen) * 2 * math.pi
@@ -50,4 +56,5 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
         kernel = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
         blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=3)
         x = torch.where(blur.view(b, 1, 1, 1), blurred, x)
-    return x.clamp(0, 1)
+    x = x.clamp(0, 1)
+    return x if masks is None else (x, masks)

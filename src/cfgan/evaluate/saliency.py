@@ -1,30 +1,37 @@
-"""Figures 4-5, Table 5: saliency |x - G(x)| and Grad-CAM on the same D, scored by IoU.
+"""Figures 4-5, Table 5: saliency maps scored against ground-truth masks.
 
-A saliency map becomes a binary mask by thresholding at t x (the map's maximum); a supervised
-segmenter's probability map at t itself. t is chosen from params' candidates to maximise the
-mean IoU on the validation split's damaged crops and then applied unchanged to the test split.
+Methods: the counterfactual map |x - G(x)| and Grad-CAM on the same D (GAN runs), a supervised
+segmenter's probabilities, and three training-free references that every claim is read
+against: `local_contrast` (a blurred grey crop minus a less blurred one: dark or bright thin
+structures), `random` (the chance level) and `all_pixels` (the degenerate mask).
+
+One rule for all: a map becomes a mask at one absolute threshold per method, the q-quantile of
+that method's pixel values over the val split's damaged crops, with q chosen from params'
+candidates to maximise the mean val IoU (ties go to the higher q, i.e. fewer pixels). The
+threshold is then applied unchanged to test. A threshold relative to each map's own maximum
+would stretch a near-identity G's noise to full scale; a fixed one would favour one method's
+value range over another's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy import ndimage
 
-from ..models import cam_target_layer
 from .metrics import iou
+
+TOLERANCE_PX = 2           # f1_tol2: crack-detection benchmarks' distance tolerance
+NEARLY_ALL_PIXELS = 0.9    # a mask covering more than this fraction of a crop's pixels is flagged
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of N x H x W maps (reflect-padded); sigma 0 leaves them as they are.
-
-    |x - G(x)| also holds pixel-level texture changes; a blur of a pixel or two suppresses that
-    speckle against the connected change along a defect (Grad-CAM maps are smooth by construction)."""
+    """Gaussian blur of N x H x W maps (reflect-padded); sigma 0 leaves them as they are."""
     if sigma <= 0:
         return maps
     from torchvision.transforms.functional import gaussian_blur
-    k = 2 * int(np.ceil(3 * sigma)) + 1
+    half = min(int(np.ceil(3 * sigma)), min(maps.shape[-2:]) - 1)  # reflect padding must stay inside the crop
+    k = 2 * half + 1
     return gaussian_blur(maps.unsqueeze(1), [k, k], [sigma, sigma]).squeeze(1)
 
 
@@ -43,6 +50,10 @@ def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu", sigm
 
 def gradcam_maps(d, split, batch_size: int, device="cpu") -> np.ndarray:
     """Grad-CAM of D's 'damaged' logit at its last convolutional stage (pytorch-grad-cam)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from ..models import cam_target_layer
     maps = []
     layer, reshape = cam_target_layer(d)
     with GradCAM(model=d, target_layers=[layer], reshape_transform=reshape) as cam:
@@ -53,18 +64,70 @@ def gradcam_maps(d, split, batch_size: int, device="cpu") -> np.ndarray:
     return np.concatenate(maps)
 
 
-def binarize(maps: np.ndarray, t: float, relative: bool = True) -> np.ndarray:
-    if not relative:
-        return maps >= t
-    peak = maps.reshape(len(maps), -1).max(1).reshape(-1, 1, 1)
-    return (maps >= t * peak) & (peak > 0)
+# --- training-free references ------------------------------------------------------------------
+
+POLARITIES = ("dark", "bright", "both")
 
 
-def per_image_iou(maps: np.ndarray, masks: np.ndarray, t: float, relative: bool = True) -> np.ndarray:
-    pred = binarize(maps, t, relative)
+def local_contrast_maps(images: torch.Tensor, sigma_narrow: float, sigma_wide: float, polarity: str) -> np.ndarray:
+    """images: N x 3 x H x W uint8. `dark`: how much darker a pixel's neighbourhood (sigma_narrow)
+    is than its surroundings (sigma_wide), as a crack on concrete; `bright` the reverse; `both`
+    the absolute difference."""
+    grey = images.float().mean(1) / 255
+    diff = smooth(grey, sigma_wide) - smooth(grey, sigma_narrow)
+    out = {"dark": diff, "bright": -diff, "both": diff.abs()}[polarity]
+    return out.numpy()
+
+
+def random_maps(shape: tuple, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def all_pixel_maps(shape: tuple) -> np.ndarray:
+    return np.ones(shape, np.float32)
+
+
+# --- thresholds and scores ---------------------------------------------------------------------
+
+def binarize(maps: np.ndarray, t: float) -> np.ndarray:
+    return maps >= t
+
+
+def per_image_iou(maps: np.ndarray, masks: np.ndarray, t: float) -> np.ndarray:
+    pred = binarize(maps, t)
     return np.array([iou(p, m) for p, m in zip(pred, masks)])
 
 
-def choose_threshold(maps: np.ndarray, masks: np.ndarray, candidates: list[float], relative: bool = True) -> float:
-    scores = [per_image_iou(maps, masks, t, relative).mean() for t in candidates]
-    return float(candidates[int(np.argmax(scores))])
+def choose_threshold(maps: np.ndarray, masks: np.ndarray, quantiles: list[float]) -> tuple[float, float]:
+    """(threshold, its mean val IoU): the q-quantile of all val pixel values that scores best."""
+    best_t, best = float("nan"), -1.0
+    for q in sorted(quantiles, reverse=True):  # on a tie the higher quantile (fewer pixels) stays
+        t = float(np.quantile(maps, q))
+        score = float(per_image_iou(maps, masks, t).mean())
+        if score > best:
+            best_t, best = t, score
+    return best_t, best
+
+
+def tolerant_f1(pred: np.ndarray, target: np.ndarray, tol: int = TOLERANCE_PX) -> float:
+    """F1 of one crop's mask with a distance tolerance: a predicted pixel counts as correct when a
+    true pixel lies within `tol` px, a true pixel as found when a predicted one does (thin cracks
+    make plain IoU fragile to one-pixel offsets). 1.0 when both masks are empty."""
+    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+    if not pred.any() and not target.any():
+        return 1.0
+    if not pred.any() or not target.any():
+        return 0.0
+    yy, xx = np.mgrid[-tol:tol + 1, -tol:tol + 1]
+    disk = yy ** 2 + xx ** 2 <= tol ** 2
+    precision = float((pred & ndimage.binary_dilation(target, disk)).sum() / pred.sum())
+    recall = float((target & ndimage.binary_dilation(pred, disk)).sum() / target.sum())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def score_test(maps: np.ndarray, masks: np.ndarray, t: float) -> dict[str, np.ndarray]:
+    """Per-crop IoU, f1_tol2 and the fraction of pixels selected."""
+    pred = binarize(maps, t)
+    return {"iou": np.array([iou(p, m) for p, m in zip(pred, masks)]),
+            "f1_tol2": np.array([tolerant_f1(p, m) for p, m in zip(pred, masks)]),
+            "coverage": pred.reshape(len(pred), -1).mean(1)}

@@ -43,19 +43,28 @@ def fig2_counterfactuals(examples: dict, path: Path, title: str) -> None:
     _save(fig, path)
 
 
-def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str) -> None:
+def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str, trivial: dict[str, float] | None = None) -> None:
+    """F1 against attack strength per configuration: the line is the mean over seeds, the band
+    one standard deviation; the trivial classifiers' F1 (constant under any attack) dotted."""
+    from ..config import split_seed
     r = rob[rob["condition"].str.startswith(attack + "=")].copy()
     r["strength"] = r["condition"].str.split("=").str[1].astype(float)
-    r["model_run"] = r["run"] + " (" + r["model"] + ")"
+    r["model_run"] = r["run"].map(lambda run: split_seed(run)[0]) + " (" + r["model"] + ")"
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=r[r["metric"] == "f1"], x="strength", y="value", hue="model_run", marker="o", ax=ax)
+    sns.lineplot(data=r[r["metric"] == "f1"], x="strength", y="value", hue="model_run", marker="o", errorbar="sd", ax=ax)
+    for i, (name, f1) in enumerate(sorted((trivial or {}).items())):
+        ax.axhline(f1, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(f"{name} F1 {f1:.2f}", (0.01, f1), xycoords=("axes fraction", "data"), fontsize=6, color="grey",
+                    va="bottom")
     fake = r[r["metric"] == "mean_p_fake"]
     if not fake.empty:
         ax2 = ax.twinx()
-        sns.lineplot(data=fake, x="strength", y="value", hue="model_run", linestyle="--", marker="x", ax=ax2, legend=False)
+        sns.lineplot(data=fake, x="strength", y="value", hue="model_run", linestyle="--", marker="x", errorbar=None, ax=ax2,
+                     legend=False)
         ax2.set_ylabel("mean p_fake (dashed)")
         ax2.set_ylim(0, 1)
-    ax.set_xlabel(xlabel); ax.set_ylabel("F1 (solid)"); ax.set_ylim(0, 1)
+    n = r.groupby("model_run")["run"].nunique().max()
+    ax.set_xlabel(xlabel); ax.set_ylabel(f"F1 (solid; mean of {n} seed(s), band: sd)"); ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.12, 1.0))
     _save(fig, path)
 
@@ -68,7 +77,7 @@ def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, 
             ("counterfactual |x-G(x)|", lambda i: examples["counterfactual"][i], "magma"),
             ("Grad-CAM", lambda i: examples["gradcam"][i], "magma")]
     for name, maps in (segmenters or {}).items():
-        cols.append((f"segmenter {name}", lambda i, m=maps: m[i], "magma"))
+        cols.append((name, lambda i, m=maps: m[i], "magma"))
     fig, axes = plt.subplots(len(x), len(cols), figsize=(1.8 * len(cols), 1.8 * len(x)), squeeze=False)
     for i in range(len(x)):
         for j, (name, get, cmap) in enumerate(cols):
@@ -81,12 +90,18 @@ def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, 
 
 
 def fig5_iou_quantiles(sal: pd.DataFrame, path: Path) -> None:
+    """IoU at each quantile of the damaged test crops, per method and configuration: the line is
+    the mean of the per-seed quantile curves, the band their standard deviation."""
+    from ..config import split_seed
     per_image = sal[sal["metric"] == "iou"]
     rows = []
     for (run, method), grp in per_image.groupby(["run", "model"]):
+        config = split_seed(run)[0]
         for q in np.linspace(0, 1, 21):
-            rows.append({"series": f"{method} ({run})", "quantile": q, "iou": float(np.quantile(grp["value"], q))})
+            rows.append({"series": f"{method} ({config})", "seed_run": run, "quantile": q,
+                         "iou": float(np.quantile(grp["value"], q))})
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=pd.DataFrame(rows), x="quantile", y="iou", hue="series", marker=".", ax=ax)
-    ax.set_ylim(0, 1); ax.set_ylabel("IoU at quantile"); ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    sns.lineplot(data=pd.DataFrame(rows), x="quantile", y="iou", hue="series", marker=".", errorbar="sd", ax=ax)
+    ax.set_ylim(0, 1); ax.set_ylabel("IoU at quantile (band: sd over seeds)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, path)

@@ -7,12 +7,15 @@ import pandas as pd
 
 
 def headline(cls: pd.DataFrame, rob: pd.DataFrame, unc: pd.DataFrame, sal: pd.DataFrame) -> dict:
-    """{run: {metric: value}}: test F1 of each classifier, F1 at the sweeps' middle strengths,
-    the fakeness correlation, and the median saliency IoU of every method."""
-    out: dict = {}
+    """{configuration: {metric: value}}: test F1 of each classifier, F1 at the sweeps' middle
+    strengths, the fakeness correlation, and the median saliency IoU of every method; each the
+    mean over seeds (a run's name without `-s{seed}`)."""
+    from ..config import split_seed
+    sums: dict = {}
 
     def put(run, key, value):
-        out.setdefault(run, {})[key] = None if value is None or np.isnan(value) else round(float(value), 6)
+        if value is not None and not np.isnan(value):
+            sums.setdefault((split_seed(run)[0], key), []).append(float(value))
 
     for r in cls[cls["metric"] == "f1"].itertuples():
         put(r.run, f"f1_{r.model}", r.value)
@@ -28,12 +31,17 @@ def headline(cls: pd.DataFrame, rob: pd.DataFrame, unc: pd.DataFrame, sal: pd.Da
     if not sal.empty:
         for r in sal[sal["metric"] == "iou_median"].itertuples():
             put(r.run, f"iou_median_{r.model}", r.value)
+    out: dict = {}
+    for (config, key), values in sums.items():
+        out.setdefault(config, {})[key] = round(float(np.mean(values)), 6)
+        out[config]["n_seeds"] = max(out[config].get("n_seeds", 0), len(values))
     return out
 
 
 def sweep_table(rob: pd.DataFrame, attack: str) -> pd.DataFrame:
-    """Wide table: strength, then the F1 of every model (run/model) at that strength."""
+    """Wide table: strength, then the F1 of every model (configuration:model, mean over seeds)."""
+    from ..config import split_seed
     r = rob[(rob["metric"] == "f1") & rob["condition"].str.startswith(attack + "=")].copy()
     r["strength"] = r["condition"].str.split("=").str[1].astype(float)
-    r["series"] = r["run"] + ":" + r["model"]
-    return r.pivot_table(index="strength", columns="series", values="value").reset_index()
+    r["series"] = r["run"].map(lambda run: split_seed(run)[0]) + ":" + r["model"]
+    return r.pivot_table(index="strength", columns="series", values="value", aggfunc="mean").reset_index()

@@ -1,5 +1,9 @@
 """The paper's tables, drawn from the tidy evaluation CSVs only. Each is written as CSV and
-as Markdown beside it."""
+as Markdown beside it.
+
+Every table has one row per configuration (a run's name without its seed) and reports, per
+metric, the mean over seeds, `<metric>_sd` (sample standard deviation; empty for one seed) and
+`n_seeds`. The per-seed values stay in the tidy CSVs under evaluations/."""
 
 from __future__ import annotations
 
@@ -7,13 +11,34 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import parse_run_name
+from ..config import parse_run_name, split_seed
 from ..io import write_csv, write_text
 
 
-def _split_run(frame: pd.DataFrame) -> pd.DataFrame:
+def with_config(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds `config` (the run without `-s{seed}`) and `seed`."""
+    parts = frame["run"].map(split_seed)
+    return frame.assign(config=parts.str[0], seed=parts.str[1])
+
+
+def _gan_parts(frame: pd.DataFrame) -> pd.DataFrame:
     parts = frame["run"].map(parse_run_name)
-    return frame.assign(generator=parts.str[0], discriminator=parts.str[1], cycles=parts.str[2])
+    return with_config(frame).assign(generator=parts.str[0], discriminator=parts.str[1], cycles=parts.str[2])
+
+
+def over_seeds(frame: pd.DataFrame, keys: list[str], metrics: list[str] | None = None) -> pd.DataFrame:
+    """Mean, sd and number of seeds of `value` per (keys, metric), wide: metric, metric_sd, ..., n_seeds."""
+    if metrics is not None:
+        frame = frame[frame["metric"].isin(metrics)]
+    stats = frame.groupby(keys + ["metric"], dropna=False)["value"].agg(["mean", "std", "count"])
+    mean, sd = stats["mean"].unstack("metric"), stats["std"].unstack("metric")
+    order = [m for m in (metrics or sorted(mean.columns)) if m in mean.columns]
+    out = pd.DataFrame(index=mean.index)
+    for m in order:
+        out[m] = mean[m]
+        out[f"{m}_sd"] = sd[m]
+    out["n_seeds"] = stats["count"].groupby(level=list(range(len(keys)))).max()
+    return out.reset_index()
 
 
 def _notes(frame: pd.DataFrame) -> str:
@@ -22,37 +47,50 @@ def _notes(frame: pd.DataFrame) -> str:
 
 
 def table1_fid(fid: pd.DataFrame) -> pd.DataFrame:
-    full = _split_run(fid[fid["condition"] == "full"])
-    return full.pivot_table(index=["generator", "cycles"], columns="discriminator", values="value").reset_index()
+    full = _gan_parts(fid[fid["condition"] == "full"])
+    return over_seeds(full, ["generator", "discriminator", "cycles"], ["fid"])
 
 
 def table3_fid_subsets(fid: pd.DataFrame) -> pd.DataFrame:
-    f = _split_run(fid).rename(columns={"condition": "set"})
-    return f.pivot_table(index=["generator", "cycles", "set"], columns="discriminator", values="value").reset_index()
+    f = _gan_parts(fid).rename(columns={"condition": "set"})
+    return over_seeds(f, ["generator", "discriminator", "cycles", "set"], ["fid"])
 
 
 def table2_classification(cls: pd.DataFrame) -> pd.DataFrame:
-    t = cls.pivot_table(index=["run", "model"], columns="metric", values="value").reset_index()
-    return t[["run", "model", "accuracy", "f1", "precision", "recall"]]
+    """Every classifier: D and G's head of each GAN configuration, the plain twins, and the
+    trivial classifiers (run `references`) that a collapsed model would score like."""
+    return over_seeds(with_config(cls), ["config", "model"], ["accuracy", "f1", "precision", "recall"])
 
 
 def table4_fakeness(unc: pd.DataFrame) -> pd.DataFrame:
-    u = _split_run(unc).rename(columns={"model": "prediction_of"})
-    return u.pivot_table(index=["generator", "cycles", "prediction_of"], columns="discriminator", values="value").reset_index()
+    u = _gan_parts(unc).rename(columns={"model": "prediction_of"})
+    return over_seeds(u, ["generator", "discriminator", "cycles", "prediction_of"], ["pearson_r"])
 
 
 def table5_segmentation(sal: pd.DataFrame, cls: pd.DataFrame) -> pd.DataFrame:
-    """IoU of every saliency method; accuracy and F1 of the classifier behind it (D for the GAN
-    runs' maps, the segmenter's own 'mask not empty' call for the segmenters)."""
-    s = sal[sal["metric"].isin(["iou_mean", "iou_median", "accuracy", "f1"])]
-    s = s.pivot_table(index=["run", "model"], columns="metric", values="value").reset_index()
-    d = cls[cls["model"] == "D"].pivot_table(index="run", columns="metric", values="value")[["accuracy", "f1"]]
-    for col in ("accuracy", "f1"):
-        if col not in s:
-            s[col] = float("nan")
-        s[col] = s[col].fillna(s["run"].map(d[col]))
-    out = s.rename(columns={"model": "saliency"})
-    return out[["run", "saliency", "accuracy", "f1", "iou_mean", "iou_median"]]
+    """IoU and f1_tol2 of every saliency method, the training-free references included; accuracy
+    and F1 of the classifier behind a map (D for the GAN runs' maps, the segmenter's own 'mask
+    not empty' call for the segmenters), and `coverage`, the fraction of pixels its masks select."""
+    d_cls = cls[cls["model"] == "D"][["run", "metric", "value"]]
+    d_cls = d_cls[d_cls["metric"].isin(["accuracy", "f1"])]
+    maps = sal[sal["metric"].isin(["iou_mean", "iou_median", "f1_tol2_mean", "f1_tol2_median", "coverage", "accuracy", "f1"])]
+    borrowed = maps[["run", "model"]].drop_duplicates().merge(d_cls, on="run")  # D's scores beside its maps
+    has_own = maps[maps["metric"] == "f1"][["run", "model"]].assign(own=True)
+    borrowed = borrowed.merge(has_own, on=["run", "model"], how="left")
+    borrowed = borrowed[borrowed["own"].isna()].drop(columns="own")
+    rows = pd.concat([maps[["run", "model", "metric", "value"]], borrowed], ignore_index=True)
+    out = over_seeds(with_config(rows).rename(columns={"model": "saliency"}), ["config", "saliency"],
+                     ["iou_median", "iou_mean", "f1_tol2_median", "f1_tol2_mean", "coverage", "accuracy", "f1"])
+    return out.sort_values("iou_median", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def table5_notes(sal: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The threshold notes, then a line for every map that selects (nearly) every pixel."""
+    from ..evaluate.saliency import NEARLY_ALL_PIXELS
+    flagged = table[table["coverage"] > NEARLY_ALL_PIXELS]
+    lines = [f"- FLAG: {r.saliency} of {r.config} selects {r.coverage:.0%} of the pixels: an IoU of (nearly) "
+             "all pixels, not a localisation" for r in flagged.itertuples()]
+    return "\n".join([_notes(sal)] + lines)
 
 
 def write_table(frame: pd.DataFrame, path: Path, title: str, notes: str = "") -> None:

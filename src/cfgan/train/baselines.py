@@ -15,12 +15,13 @@ from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict
 from ..models import build_discriminator
-from .common import as_checkpoint, autocast, device, prepare, save_run, seed_everything
+from .common import as_checkpoint, autocast, batch_indices, device, prepare, save_run, seed_everything
 
 
-def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -> dict:
+def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:
     cfg = params["baseline"]
-    rng = seed_everything(params["seed"])
+    rng = seed_everything(seed)
+    name = f"baseline-{backbone}-s{seed}"
     dev = device()
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
     image_size = train.images.shape[-1]
@@ -29,8 +30,8 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
     best, log = {"f1": -1.0, "step": 0, "state": None}, []
     val_every = params["train"]["val_every"]
     model.train()
-    for step in tqdm(range(cfg["steps"]), desc=f"baseline-{backbone}", unit="step"):
-        idx = torch.randint(len(train), (cfg["batch_size"],), generator=rng)
+    for step in tqdm(range(cfg["steps"]), desc=name, unit="step"):
+        idx = batch_indices(train.labels, cfg["batch_size"], rng, cfg.get("balance", False))
         x, y = train.batch(idx, dev)
         with autocast(dev):
             loss = F.cross_entropy(model(augment(x, params["train"]["augment"], rng)), y)
@@ -47,7 +48,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path) -
             if f1 > best["f1"]:
                 best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
         log.append(row)
-    summary = {"run": f"baseline-{backbone}", "backbone": backbone, "best_step": best["step"], "val_f1": best["f1"],
+    summary = {"run": name, "backbone": backbone, "seed": seed, "balance": cfg.get("balance", False), "best_step": best["step"], "val_f1": best["f1"],
                "image_size": image_size}
     save_run(out_dir, {"kind": "baseline", "model": best["state"], "params": params, "summary": summary}, log)
     return summary

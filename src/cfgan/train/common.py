@@ -20,6 +20,23 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def batch_indices(labels: torch.Tensor, batch_size: int, rng: torch.Generator, balance: bool) -> torch.Tensor:
+    """Indices of one training batch. With `balance`, every class present in `labels` fills an
+    equal share of the batch (the remainder goes to randomly chosen classes), sampled with
+    replacement, so a minority class is oversampled instead of drowned; otherwise uniform."""
+    if not balance:
+        return torch.randint(len(labels), (batch_size,), generator=rng)
+    classes = torch.unique(labels)
+    per = torch.full((len(classes),), batch_size // len(classes))
+    per[torch.randperm(len(classes), generator=rng)[: batch_size % len(classes)]] += 1
+    parts = []
+    for c, n in zip(classes, per.tolist()):
+        members = torch.nonzero(labels == c).flatten()
+        parts.append(members[torch.randint(len(members), (n,), generator=rng)])
+    idx = torch.cat(parts)
+    return idx[torch.randperm(len(idx), generator=rng)]
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

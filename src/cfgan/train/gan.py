@@ -1,6 +1,6 @@
 """The adversarial loop: D every step, G every `g_every`-th step, model selection on val.
 
-Reads the train and val splits of a manifest; writes checkpoint.pt (best val F1 of D; state
+Reads the train and val splits of a manifest; writes checkpoint.pt (the val-selected step; state
 dicts + resolved config + versions) and log.csv. A `resume.pt` beside them lets a killed run
 continue where it stopped; it is removed when the run completes.
 """
@@ -10,24 +10,64 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import parse_run_name
+from ..config import deep_merge, parse_run_name
 from ..data.augment import augment
 from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
 from ..models import build_discriminator, build_generator
-from .common import as_checkpoint, autocast, device, load_checkpoint, prepare, save_checkpoint, save_run, seed_everything
+from .common import (as_checkpoint, autocast, batch_indices, device, load_checkpoint, prepare, save_checkpoint, save_run,
+                     seed_everything)
 from .losses import discriminator_loss, generator_losses
 
+# A run is reported as collapsed when, at its selected step on val, ...
+IDENTITY_CHANGE = 1 / 255     # ... G changes images by less than one grey level on average,
+ONE_CLASS = 0.02              # ... G's head or D calls fewer than 2 % (or more than 98 %) of crops damaged,
+REAL_CALLED_FAKE = 0.5        # ... or D's mean fake probability on real val crops exceeds 0.5.
 
-def val_f1(d, split, batch_size, dev) -> float:
-    d.eval()
-    probs = predict(split, d=d, batch_size=batch_size, device=dev)["d_probs"]
-    d.train()
-    return binary_metrics(split.labels.numpy(), real_class_probs(probs).argmax(1).numpy())["f1"]
+
+def train_config(params: dict, dataset: str | None) -> dict:
+    """`train`, with the data set's own overrides (the paper trains cracks and fruit differently)."""
+    own = params.get("datasets", {}).get(dataset, {}).get("train", {}) if dataset else {}
+    return deep_merge(params["train"], own)
+
+
+def validate(g, d, split, batch_size: int, dev, seed: int) -> dict:
+    """Val metrics of the whole model, in eval mode: D's F1, G's head balanced accuracy, the
+    fraction of counterfactuals D assigns to the opposite real class (flip), and the signs of
+    collapse. `score`, the mean of the first three, selects the checkpoint."""
+    g.eval(); d.eval()
+    out = predict(split, d=d, g=g, batch_size=batch_size, device=dev, seed=seed)
+    g.train(); d.train()
+    y = split.labels.numpy()
+    d_pred = real_class_probs(out["d_probs"]).argmax(1).numpy()
+    g_pred = out["g_probs"].argmax(1).numpy()
+    g_m = binary_metrics(y, g_pred)
+    recall_undamaged = float(np.mean(g_pred[y == 0] == 0)) if (y == 0).any() else 0.0
+    flip = float(np.mean(real_class_probs(out["d_probs_cf"]).argmax(1).numpy() == 1 - y))
+    row = {"val_f1_d": binary_metrics(y, d_pred)["f1"], "val_bacc_g": (g_m["recall"] + recall_undamaged) / 2,
+           "val_flip": flip, "val_change": float(out["change"].mean()), "val_p_fake_real": float(out["d_probs"][:, 2].mean()),
+           "val_damaged_rate_d": float(d_pred.mean()), "val_damaged_rate_g": float(g_pred.mean())}
+    row["val_score"] = (row["val_f1_d"] + row["val_bacc_g"] + row["val_flip"]) / 3
+    return row
+
+
+def collapse_signs(row: dict) -> list[str]:
+    """What went wrong at a selected step, read from its val row (empty: nothing)."""
+    signs = []
+    if row["val_change"] < IDENTITY_CHANGE:
+        signs.append(f"G is nearly the identity (mean |x - G(x)| {row['val_change'] * 255:.2f} grey levels)")
+    for who in ("g", "d"):
+        rate = row[f"val_damaged_rate_{who}"]
+        if rate < ONE_CLASS or rate > 1 - ONE_CLASS:
+            signs.append(f"{'G head' if who == 'g' else 'D'} predicts one class ({rate:.1%} of val crops damaged)")
+    if row["val_p_fake_real"] > REAL_CALLED_FAKE:
+        signs.append(f"D calls real images fake (mean p_fake {row['val_p_fake_real']:.2f} on real val crops)")
+    return signs
 
 
 def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool) -> dict:
@@ -42,14 +82,29 @@ def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool) -
     opt_d.step()
     out = {"loss_d": loss_d.item()}
     if update_g:
-        with autocast(dev):
+        out.update(generator_step(g, d, opt_g, x, y, cfg, cycles))
+    return out
+
+
+def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int) -> dict:
+    """The G update. D is frozen for it: eval mode, so batch norm uses the running statistics of
+    D's own mixed real+fake batches (a fake-only batch normalised by its own statistics hides any
+    global colour shift from G) and G's batches never write into D's running statistics; no
+    parameter gradients for D either."""
+    was_training = d.training
+    d.eval()
+    d.requires_grad_(False)
+    try:
+        with autocast(x.device):
             x_cf, logits = g(x)
             terms = generator_losses(g, d, x, y, x_cf, logits, cfg["loss"], cycles, cfg["cycle_weights"])
         opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt_g.step()
-        out.update({f"loss_g_{k}": v.item() for k, v in terms.items()})
-    return out
+    finally:
+        d.requires_grad_(True)
+        d.train(was_training)
+    return {f"loss_g_{k}": v.item() for k, v in terms.items()}
 
 
 def optimizers(g, d, cfg: dict):
@@ -57,10 +112,20 @@ def optimizers(g, d, cfg: dict):
             torch.optim.Adam(d.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"])))
 
 
-def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
-    gen_name, dis_name, cycles = parse_run_name(run)
-    cfg = params["train"]
-    rng = seed_everything(params["seed"])
+def training_batch(train, idx, cfg: dict, rng, dev):
+    """An augmented batch. Where crops have masks, a damaged crop whose defect the random crop
+    or rotation moved entirely out of view is relabelled undamaged (it no longer shows one)."""
+    x, y = train.batch(idx, dev)
+    if train.masks is None:
+        return augment(x, cfg["augment"], rng), y
+    x, masks = augment(x, cfg["augment"], rng, masks=train.masks[idx])
+    return x, torch.where(masks.flatten(1).any(1).to(y.device), y, torch.zeros_like(y))
+
+
+def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: str | None = None) -> dict:
+    gen_name, dis_name, cycles, seed = parse_run_name(run)
+    cfg = train_config(params, dataset)
+    rng = seed_everything(seed)
     dev = device()
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
     image_size = train.images.shape[-1]
@@ -68,7 +133,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
     d = prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3), dev)
     opt_g, opt_d = optimizers(g, d, cfg)
     resume_path = out_dir / "resume.pt"
-    start, log, best = 0, [], {"f1": -1.0, "step": 0, "g": None, "d": None}
+    start, log, best = 0, [], {"score": -1.0, "step": 0, "row": None, "g": None, "d": None}
     if resume_path.exists():
         state = load_checkpoint(resume_path)
         if state["params"] == params and state["run"] == run:
@@ -78,25 +143,29 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
             start, log, best = state["step"], state["log"], state["best"]
             print(f"resuming {run} from step {start}")
     g.train(); d.train()
+    balance = cfg.get("balance", False)
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
-        idx = torch.randint(len(train), (cfg["batch_size"],), generator=rng)
-        x, y = train.batch(idx, dev)
-        x = augment(x, cfg["augment"], rng)
+        x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
         row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g=(step + 1) % cfg["g_every"] == 0)}
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
-            f1 = val_f1(d, val, params["evaluate"]["batch_size"], dev)
-            row["val_f1_d"] = f1
-            if f1 > best["f1"]:
-                best = {"f1": f1, "step": step + 1, "g": copy.deepcopy(g.state_dict()), "d": copy.deepcopy(d.state_dict())}
+            row.update(validate(g, d, val, params["evaluate"]["batch_size"], dev, seed))
+            if row["val_score"] > best["score"]:
+                best = {"score": row["val_score"], "step": step + 1, "row": dict(row),
+                        "g": copy.deepcopy(g.state_dict()), "d": copy.deepcopy(d.state_dict())}
             if not last:
                 save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),
                                               "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                               "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
                                               "log": log + [row], "best": best})
         log.append(row)
-    summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles,
-               "best_step": best["step"], "val_f1_d": best["f1"], "image_size": image_size}
+    collapse = collapse_signs(best["row"])
+    for sign in collapse:
+        print(f"WARNING {run}: collapsed at its selected step {best['step']}: {sign}")
+    summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles, "seed": seed,
+               "best_step": best["step"], "val_score": best["score"], "val_f1_d": best["row"]["val_f1_d"],
+               "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
+               "balance": balance, "g_every": cfg["g_every"], "image_size": image_size}
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
     return summary

@@ -1,5 +1,10 @@
 """Supervised segmenters (CNN UNet, Swin UNet trained on the masks): the upper reference of
-the saliency comparison (table 5, figure 5). Model selection on the val split's mean IoU."""
+the saliency comparison (table 5, figure 5).
+
+Trained as a segmentation network should be, not as a copy of the generator: no pix2pix
+dropout (`segmenter.dropout`), class-balanced batches, BCE weighted by the pixel imbalance
+(cracks are a few % of pixels), flips and 90-degree turns of crop and mask together, and model
+selection on the val split's mean IoU under the same threshold rule that evaluation uses."""
 
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ from tqdm import tqdm
 
 from ..data.datasets import load_split
 from ..errors import UserError
-from ..evaluate.metrics import iou
+from ..evaluate.saliency import choose_threshold
 from ..models import build_segmenter
-from .common import as_checkpoint, autocast, device, prepare, save_run, seed_everything
+from .common import as_checkpoint, autocast, batch_indices, device, prepare, save_run, seed_everything
 
 
 @torch.no_grad()
@@ -26,39 +31,62 @@ def predict_masks(model, split, batch_size: int, device="cpu") -> torch.Tensor:
     return torch.cat(out)
 
 
-def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path) -> dict:
+def flip_turn(x: torch.Tensor, m: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flip and 90-degree turn for a batch of crops (B x C x H x W) and masks (B x H x W):
+    exact for masks (no interpolation), so labels stay true."""
+    k = int(torch.randint(4, (1,), generator=gen))
+    x, m = torch.rot90(x, k, (2, 3)), torch.rot90(m, k, (1, 2))
+    if torch.rand(1, generator=gen) < 0.5:
+        x, m = x.flip(3), m.flip(2)
+    return x, m
+
+
+def _segmenter_generator_cfg(params: dict) -> dict:
+    return {**params["generator"], "dropout": params["segmenter"].get("dropout", params["generator"]["dropout"])}
+
+
+def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed: int = 0) -> dict:
     cfg = params["segmenter"]
-    rng = seed_everything(params["seed"])
+    rng = seed_everything(seed)
+    name = f"segmenter-{arch}-s{seed}"
     dev = device()
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
     if train.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so a segmenter cannot be trained on this data set")
     image_size = train.images.shape[-1]
-    model = prepare(build_segmenter(arch, params["generator"], image_size), dev)
+    model = prepare(build_segmenter(arch, _segmenter_generator_cfg(params), image_size), dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"iou": -1.0, "step": 0, "state": None}, []
-    damaged_val = val.labels == 1
+    damaged_val = (val.labels == 1).numpy()
+    val_masks = val.masks.numpy()[damaged_val]
+    # positives are rare: weight them by the negative/positive pixel ratio of the training masks
+    positive = float(train.masks.float().mean())
+    pos_weight = torch.tensor((1 - positive) / max(positive, 1e-6), device=dev).clamp(max=100.0)
+    quantiles = params["evaluate"]["saliency"]["quantiles"]
     model.train()
-    for step in tqdm(range(cfg["steps"]), desc=f"segmenter-{arch}", unit="step"):
-        idx = torch.randint(len(train), (cfg["batch_size"],), generator=rng)
+    for step in tqdm(range(cfg["steps"]), desc=name, unit="step"):
+        idx = batch_indices(train.labels, cfg["batch_size"], rng, cfg.get("balance", False))
         x, _ = train.batch(idx, dev)
         target = train.masks[idx].to(dev).float()
+        if cfg.get("augment", False):
+            x, target = flip_turn(x, target, rng)
         with autocast(dev):
-            loss = F.binary_cross_entropy_with_logits(model(x).float(), target)
+            loss = F.binary_cross_entropy_with_logits(model(x).float(), target, pos_weight=pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         row = {"step": step + 1, "loss": loss.item()}
         if (step + 1) % params["train"]["val_every"] == 0 or step + 1 == cfg["steps"]:
             model.eval()
-            probs = predict_masks(model, val, params["evaluate"]["batch_size"], dev)
+            probs = predict_masks(model, val, params["evaluate"]["batch_size"], dev).numpy()[damaged_val]
             model.train()
-            score = float(sum(iou(p >= 0.5, m) for p, m in zip(probs[damaged_val], val.masks[damaged_val])) / max(int(damaged_val.sum()), 1))
+            _, score = choose_threshold(probs, val_masks, quantiles)
             row["val_iou"] = score
             if score > best["iou"]:
                 best = {"iou": score, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
         log.append(row)
-    summary = {"run": f"segmenter-{arch}", "arch": arch, "best_step": best["step"], "val_iou": best["iou"], "image_size": image_size}
+    summary = {"run": name, "arch": arch, "seed": seed, "best_step": best["step"], "val_iou": best["iou"],
+               "image_size": image_size, "pos_weight": float(pos_weight)}
     save_run(out_dir, {"kind": "segmenter", "model": best["state"], "params": params, "summary": summary}, log)
     return summary
 
@@ -66,6 +94,6 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path) -> d
 def load_segmenter(source, dev="cpu"):
     ckpt = as_checkpoint(source)
     s = ckpt["summary"]
-    model = build_segmenter(s["arch"], ckpt["params"]["generator"], s["image_size"])
+    model = build_segmenter(s["arch"], _segmenter_generator_cfg(ckpt["params"]), s["image_size"])
     model.load_state_dict(ckpt["model"])
     return model.to(dev).eval(), ckpt
