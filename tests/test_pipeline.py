@@ -50,13 +50,25 @@ def test_tiny_profile_end_to_end(tmp_path):
         assert (results / artifact).stat().st_size > 0, artifact
     cls = pd.read_csv(results / "tables/table2_classification.csv")
     assert cls[["accuracy", "f1", "precision", "recall"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert {"f1_sd", "n_seeds"} <= set(cls.columns) and (cls["n_seeds"] >= 1).all()
+    trivial = cls[cls["config"] == "references"].set_index("model")
+    assert set(trivial.index) == {"all_damaged", "all_undamaged"} and trivial.loc["all_undamaged", "f1"] == 0
     fid = pd.read_csv(results / "tables/table3_fid_subsets.csv")
-    assert (fid.select_dtypes("number").drop(columns="cycles") >= 0).all().all()
+    assert (fid["fid"] >= 0).all() and "fid_sd" in fid and "n_seeds" in fid
     assert "not comparable" in (results / "tables/table1_fid.md").read_text()  # untrained Inception is declared
     corr = pd.read_csv(results / "tables/table4_fakeness_correlation.csv")
-    assert corr["resnet3"].map(lambda v: math.isnan(v) or -1 <= v <= 1).all()
+    assert corr["pearson_r"].map(lambda v: math.isnan(v) or -1 <= v <= 1).all()
     seg = pd.read_csv(results / "tables/table5_segmentation.csv")
-    assert set(seg["saliency"]) == {"counterfactual", "gradcam", "segmenter"} and seg["iou_median"].between(0, 1).all()
+    assert set(seg["saliency"]) == {"counterfactual", "gradcam", "segmenter", "local_contrast", "random", "all_pixels"}
+    assert seg["iou_median"].between(0, 1).all() and seg["f1_tol2_median"].between(0, 1).all()
+    assert "FLAG: all_pixels" in (results / "tables/table5_segmentation.md").read_text()
+    # the tiny synthetic run actually learns: its counterfactual maps beat the degenerate and the
+    # training-free maps, and G's head beats the class prior (measured on test, one seed)
+    by = seg.set_index(["config", "saliency"])["iou_median"]
+    cf = by[[c for c in by.index if c[1] == "counterfactual" and c[0].endswith("c1")][0]]
+    assert cf > by[("references", "all_pixels")] and cf > by[("references", "local_contrast")], seg.to_string()
+    g_head = cls[(cls["model"] == "G") & cls["config"].str.endswith("c1")].iloc[0]
+    assert g_head["accuracy"] > max(trivial["accuracy"]), cls.to_string()
     rob = pd.concat(pd.read_csv(p) for p in (results / "evaluations/robustness").glob("baseline-*.csv"))
     f1 = rob[rob["metric"] == "f1"].set_index("condition")["value"]
     strengths = sorted(float(c.split("=")[1]) for c in f1.index if c.startswith("pgd="))
@@ -138,11 +150,11 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
     assert float(workspace["train.loss.l1"].iloc[0]) == 5.0
     # versioned checkpoints: push, lose the file and the cache, pull it back
     assert subprocess.run([*dvc, "push", "-q"], cwd=work, env=env).returncode == 0
-    ckpt = work / "results/synthetic/runs/cnn_unet-resnet3-c1/checkpoint.pt"
+    ckpt = work / "results/synthetic/runs/cnn_unet-resnet3-c1-s0/checkpoint.pt"
     digest = ckpt.read_bytes()
     ckpt.unlink()
     shutil.rmtree(work / ".dvc/cache")
-    pull = subprocess.run([*dvc, "pull", "workflow/profiles/tiny/dvc.yaml:train_synthetic@cnn_unet-resnet3-c1"],
+    pull = subprocess.run([*dvc, "pull", "workflow/profiles/tiny/dvc.yaml:train_synthetic@cnn_unet-resnet3-c1-s0"],
                           cwd=work, env=env, capture_output=True, text=True)
     assert pull.returncode == 0, pull.stderr[-2000:]
     assert ckpt.read_bytes() == digest

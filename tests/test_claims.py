@@ -1,0 +1,205 @@
+"""What the claims rest on: the losses' targets, D untouched by the G update, balanced batches,
+the training-free saliency references, the tolerant F1, and tables over seeds."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cfgan.evaluate import saliency
+from cfgan.evaluate.metrics import iou
+from cfgan.models import build_discriminator, build_generator
+from cfgan.report.tables import table2_classification, table5_segmentation
+from cfgan.train.common import batch_indices
+from cfgan.train.gan import collapse_signs, gan_step, generator_step, optimizers
+from cfgan.train.losses import FAKE, discriminator_loss, generator_losses
+
+
+class FixedD(torch.nn.Module):
+    """A 'discriminator' whose logits are a fixed function of the input's mean, so every loss's
+    target can be read off."""
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1, keepdim=True)
+        return torch.cat([m, 2 * m, -m], 1)
+
+
+WEIGHTS = {"adversarial": 1.0, "auxiliary": 0.0, "l1": 0.0, "cycle": 0.0, "vq": 0.0}
+
+
+def test_each_loss_scores_its_own_target():
+    d, x = FixedD(), torch.rand(6, 3, 8, 8)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    x_cf = torch.rand(6, 3, 8, 8)
+    expected_d = F.cross_entropy(d(x), y) + F.cross_entropy(d(x_cf), torch.full_like(y, FAKE))
+    assert torch.allclose(discriminator_loss(d, x, y, x_cf), expected_d)
+    logits = torch.randn(6, 2)
+    terms = generator_losses(None, d, x, y, x_cf, logits, {**WEIGHTS, "auxiliary": 1.0, "l1": 1.0}, 0, [])
+    assert torch.allclose(terms["adversarial"], F.cross_entropy(d(x_cf), 1 - y))       # eq. 2: the opposite class
+    assert not torch.allclose(terms["adversarial"], F.cross_entropy(d(x_cf), y))
+    assert torch.allclose(terms["auxiliary"], F.cross_entropy(logits, y))               # eq. 3: x's own class
+    assert torch.allclose(terms["l1"], (x - x_cf).abs().mean())
+
+
+def test_the_cycle_term_alternates_its_targets():
+    d, x, y = FixedD(), torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 1, 0])
+
+    class Shift(torch.nn.Module):
+        noise_dim = 1
+
+        def forward(self, x, z=None):
+            return (x + 0.1).clamp(0, 1), torch.zeros(len(x), 2)
+
+    g = Shift()
+    x_cf, _ = g(x)
+    terms = generator_losses(g, d, x, y, x_cf, torch.zeros(4, 2), {**WEIGHTS, "cycle": 1.0}, 2, [1.0, 0.5])
+    g2, _ = g(x_cf); g3, _ = g(g2); g4, _ = g(g3)
+    expected = F.cross_entropy(d(g2), y) + 0.5 * F.cross_entropy(d(g3), 1 - y) + 0.5 * F.cross_entropy(d(g4), y)
+    assert torch.allclose(terms["cycle"], expected)
+
+
+def _models(size=16):
+    g = build_generator("cnn_unet", {"noise_dim": 4, "noise_channels": 1, "dropout": 0.0,
+                                     "cnn_unet": {"width": 4, "depth": 2, "upsample": "resize", "padding": "reflect"}}, size)
+    d = build_discriminator("resnet3", {"resnet3": {"width": 4}, "swin": {"window_size": 2}}, size, 3)
+    return g, d
+
+
+CFG = {"lr_g": 1e-3, "lr_d": 1e-3, "betas": [0.5, 0.999], "loss": {**WEIGHTS, "auxiliary": 1.0, "l1": 1.0, "cycle": 1.0},
+       "cycle_weights": [1.0]}
+
+
+def test_the_generator_update_leaves_d_parameters_and_statistics_alone():
+    torch.manual_seed(0)
+    g, d = _models()
+    opt_g, _ = optimizers(g, d, CFG)
+    d.train()
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    g_before = [p.clone() for p in g.parameters()]
+    x, y = torch.rand(8, 3, 16, 16), torch.tensor([0, 1] * 4)
+    generator_step(g, d, opt_g, x, y, CFG, cycles=1)
+    after = d.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the G update changed D's weights or BN statistics"
+    assert d.training and all(p.requires_grad for p in d.parameters())  # D is given back as it was
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, g.parameters()))  # while G did learn
+
+
+def test_d_eval_and_train_outputs_agree_on_a_mixed_batch_after_training():
+    """D's running statistics come from its own real+fake batches only, so eval mode (used to
+    select and evaluate) sees D as training did."""
+    torch.manual_seed(0)
+    g, d = _models()
+    cfg = {**CFG, "lr_g": 1e-12, "lr_d": 1e-12}  # (nearly) fixed weights: only the statistics move
+    opt_g, opt_d = optimizers(g, d, cfg)
+    x, y = torch.rand(16, 3, 16, 16), torch.tensor([0, 1] * 8)
+    g.eval()  # no dropout: the same counterfactuals every step
+    for _ in range(80):
+        gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True)
+    with torch.no_grad():
+        x_cf, _ = g(x, torch.zeros(16, g.noise_dim))
+        mixed = torch.cat([x, x_cf])
+        d.train(); p_train = d(mixed).softmax(1)
+        d.eval(); p_eval = d(mixed).softmax(1)
+    assert (p_train - p_eval).abs().max() < 0.02
+
+
+def test_balanced_batches_hold_the_classes_equally():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        idx = batch_indices(labels, 32, rng, balance=True)
+        assert len(idx) == 32 and int(labels[idx].sum()) == 16
+    plain = torch.cat([batch_indices(labels, 32, rng, balance=False) for _ in range(20)])
+    assert float(labels[plain].float().mean()) < 0.2  # without balance the minority stays a minority
+    odd = batch_indices(torch.tensor([0] * 5 + [1] * 3 + [2] * 2), 7, rng, balance=True)
+    counts = np.bincount(torch.tensor([0] * 5 + [1] * 3 + [2] * 2)[odd].numpy(), minlength=3)
+    assert sorted(counts) == [2, 2, 3]
+
+
+def test_collapse_signs_name_what_went_wrong():
+    healthy = {"val_change": 0.05, "val_damaged_rate_g": 0.4, "val_damaged_rate_d": 0.5, "val_p_fake_real": 0.1}
+    assert collapse_signs(healthy) == []
+    identity = {**healthy, "val_change": 0.5 / 255, "val_damaged_rate_g": 0.0, "val_p_fake_real": 0.86}
+    signs = " | ".join(collapse_signs(identity))
+    assert "identity" in signs and "G head predicts one class" in signs and "real images fake" in signs
+
+
+def _crack_crops(n=12, size=32, seed=0):
+    """Textured grey crops with a dark one-pixel-wide line: its mask is the line."""
+    rng = np.random.default_rng(seed)
+    images = (150 + 20 * rng.standard_normal((n, 3, size, size))).clip(0, 255)
+    masks = np.zeros((n, size, size), bool)
+    for i in range(n):
+        row = rng.integers(6, size - 6)
+        masks[i, row, :] = True
+        images[i, :, row, :] -= 80
+    return torch.from_numpy(images.astype(np.uint8)), masks
+
+
+def test_local_contrast_finds_a_dark_line():
+    images, masks = _crack_crops()
+    maps = saliency.local_contrast_maps(images, 1.0, 8.0, "dark")
+    t, val_iou = saliency.choose_threshold(maps, masks, [0.5, 0.8, 0.9, 0.95, 0.97, 0.99])
+    assert val_iou > 0.5
+    bright = saliency.local_contrast_maps(images, 1.0, 8.0, "bright")
+    assert saliency.choose_threshold(bright, masks, [0.5, 0.8, 0.9, 0.95, 0.97, 0.99])[1] < 0.1  # wrong polarity
+
+
+def test_random_and_all_pixel_references_sit_at_chance():
+    _, masks = _crack_crops(n=40)
+    rate = masks.mean()
+    rnd = saliency.random_maps(masks.shape, 0)
+    t, _ = saliency.choose_threshold(rnd, masks, [0.5, 0.8, 0.9, 0.97])
+    scores = saliency.score_test(saliency.random_maps(masks.shape, 1), masks, t)
+    assert scores["iou"].mean() < 2 * rate  # chance: about the masks' pixel rate, far from a localisation
+    every = saliency.score_test(saliency.all_pixel_maps(masks.shape), masks, 1.0)
+    assert np.allclose(every["iou"], masks.reshape(len(masks), -1).mean(1)) and every["coverage"].mean() == 1.0
+
+
+def test_tolerant_f1_forgives_a_one_pixel_offset_that_iou_punishes():
+    truth = np.zeros((20, 20), bool); truth[10, 2:18] = True
+    shifted = np.roll(truth, 1, axis=0)
+    assert iou(shifted, truth) == 0.0
+    assert saliency.tolerant_f1(shifted, truth) == 1.0
+    far = np.roll(truth, 5, axis=0)
+    assert saliency.tolerant_f1(far, truth) == 0.0
+    assert saliency.tolerant_f1(np.zeros_like(truth), truth) == 0.0
+    assert saliency.tolerant_f1(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+
+
+def test_two_seeds_give_one_row_with_a_standard_deviation():
+    cls = pd.DataFrame([
+        {"run": "cnn_unet-resnet3-c1-s0", "model": "D", "metric": "f1", "value": 0.6, "note": ""},
+        {"run": "cnn_unet-resnet3-c1-s1", "model": "D", "metric": "f1", "value": 0.8, "note": ""},
+        {"run": "baseline-resnet3-s0", "model": "baseline", "metric": "f1", "value": 0.5, "note": ""},
+        {"run": "references", "model": "all_damaged", "metric": "f1", "value": 0.4, "note": ""},
+    ])
+    for metric in ("accuracy", "precision", "recall"):
+        cls = pd.concat([cls, cls[cls["metric"] == "f1"].assign(metric=metric)], ignore_index=True)
+    t = table2_classification(cls).set_index(["config", "model"])
+    row = t.loc[("cnn_unet-resnet3-c1", "D")]
+    assert row["f1"] == pytest.approx(0.7) and row["f1_sd"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert row["n_seeds"] == 2 and t.loc[("baseline-resnet3", "baseline"), "n_seeds"] == 1
+    assert np.isnan(t.loc[("references", "all_damaged"), "f1_sd"])
+
+
+def test_table5_shows_references_and_flags_all_pixel_maps():
+    rows = []
+    for run, model, iou, cov in (("cnn_unet-resnet3-c1-s0", "counterfactual", 0.3, 0.05),
+                                 ("cnn_unet-resnet3-c1-s1", "counterfactual", 0.2, 0.06),
+                                 ("references", "local_contrast", 0.25, 0.05),
+                                 ("references", "all_pixels", 0.06, 1.0)):
+        rows += [{"run": run, "model": model, "metric": m, "value": v, "note": ""} for m, v in
+                 (("iou_median", iou), ("iou_mean", iou), ("f1_tol2_median", iou), ("f1_tol2_mean", iou), ("coverage", cov))]
+    cls = pd.DataFrame([{"run": r, "model": "D", "metric": m, "value": 0.7, "note": ""}
+                        for r in ("cnn_unet-resnet3-c1-s0", "cnn_unet-resnet3-c1-s1") for m in ("accuracy", "f1")])
+    from cfgan.report.tables import table5_notes
+    sal = pd.DataFrame(rows)
+    t = table5_segmentation(sal, cls)
+    assert set(t["saliency"]) == {"counterfactual", "local_contrast", "all_pixels"}
+    cf = t[t["saliency"] == "counterfactual"].iloc[0]
+    assert cf["iou_median"] == pytest.approx(0.25) and cf["n_seeds"] == 2 and cf["f1"] == pytest.approx(0.7)
+    assert "f1_tol2_median" in t.columns
+    notes = table5_notes(sal, t)
+    assert "all_pixels" in notes and "FLAG" in notes and "local_contrast of" not in notes
