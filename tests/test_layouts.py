@@ -404,3 +404,24 @@ def test_paper_data_set_profiles_plan_cleanly(profile):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"data/raw/{profile}/index.csv" in proc.stdout and "rule download:" in proc.stdout
+
+
+# --- Python as users have it ----------------------------------------------------------------------
+
+def test_make_finds_a_supported_interpreter_skipping_ones_that_do_not_run(tmp_path):
+    from packaging.specifiers import SpecifierSet
+    spec = SpecifierSet(re.search(r'requires-python = "([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1))
+    assert all(v in spec for v in ("3.11", "3.12", "3.13")) and "3.10" not in spec  # snakemake 9 needs 3.11
+    broken = tmp_path / "python3.99"
+    broken.write_text("#!/bin/sh\nexit 1\n")  # like a pyenv shim of a version that is not selected
+    broken.chmod(0o755)
+    here = Path(sys.executable).parent
+    proc = subprocess.run(["make", "-s", "which-python", f"PY_CANDIDATES={broken} {here / 'python'}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    chosen = proc.stdout.strip()
+    version = subprocess.run([chosen, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert chosen != str(broken) and version in spec
+    proc = subprocess.run(["make", "-s", "which-python", f"PY_CANDIDATES={broken}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "no Python 3.11 to 3.13 found" in proc.stderr

@@ -164,6 +164,8 @@ def _notes(frame, found: Found, modes: Counter, orientations: Counter, values: C
         lo, hi = min(values), max(values)
         faint = sum(c for v, c in values.items() if 0 < v < min_value) / total
         damage = sum(c for v, c in values.items() if v >= min_value) / total
+        below = sorted(int(v) for v in values if 0 < v < min_value)
+        shown = ", ".join(map(str, below)) if len(below) <= 4 else f"{below[0]}..{below[-1]}"
         notes.append(f"mask values {lo}..{hi}; with mask_min_value {min_value}, {damage:.2%} of mask pixels are damage"
-                     + (f" and {faint:.2%} are non-zero but below it (read as background)" if faint else ""))
+                     + (f" and {faint:.2%} are non-zero but below it (values {shown}: read as background)" if faint else ""))
     return notes
