@@ -425,3 +425,14 @@ def test_make_finds_a_supported_interpreter_skipping_ones_that_do_not_run(tmp_pa
     assert chosen != str(broken) and version in spec
     proc = subprocess.run(["make", "-s", "which-python", f"PY_CANDIDATES={broken}"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0 and "no Python 3.11 to 3.13 found" in proc.stderr
+
+
+def test_a_parallel_mask_tree_may_cover_the_damaged_class_only_but_must_exist(tmp_path):
+    _parts(tmp_path, masks="masks")
+    shutil.rmtree(tmp_path / "masks" / "ok")
+    result = scan(tmp_path, {"kind": "class_folders", "classes": {"ok": 0, "defect": 1}, "masks": "masks"})
+    assert (result.frame["mask_path"] == "").sum() == 3 and result.frame.loc[result.frame["mask_path"] == "", "label"].eq(0).all()
+    assert any("masks/ok: no such folder, so the 3 images of ok/ have no masks" in n for n in result.notes)
+    shutil.rmtree(tmp_path / "masks")
+    with pytest.raises(UserError, match=r"masks/defect: mask folder missing"):
+        index_folder(tmp_path, {"kind": "class_folders", "classes": {"ok": 0, "defect": 1}, "masks": "masks"})

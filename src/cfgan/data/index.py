@@ -78,13 +78,18 @@ def scan(root: Path, layout: dict) -> Scan:
                 raise UserError(f"{d}: folder missing (layout kind images_masks expects images and masks)")
         folders.append((img_dir, None, mask_dir))
 
-    found = Found()
+    found, extra = Found(), []
     rows: list[tuple[Path, int | None, Path | None]] = []
     for folder, label, mask_dir in folders:
         if not folder.is_dir():
             problems.append(f"{folder}: class folder missing (layout.classes names it)")
             continue
-        part = scan_folder(folder, masks, mask_dir, suffix, extension)
+        if label is not None and mask_dir is not None and not mask_dir.is_dir() and mask_dir.parent.is_dir():
+            # a parallel mask tree often covers the damaged classes only
+            part = scan_folder(folder, None, None, suffix, extension)
+            extra.append(f"{mask_dir}: no such folder, so the {len(part.pairs)} images of {folder.name}/ have no masks")
+        else:
+            part = scan_folder(folder, masks, mask_dir, suffix, extension)
         if not part.pairs and not part.problems:
             problems.append(f"{folder}: {'class folder ' if label is not None else ''}holds no images")
         problems += part.problems
@@ -122,7 +127,7 @@ def scan(root: Path, layout: dict) -> Scan:
                         "mask_min_value": min_value, "source_id": f"{path.parent.name}/{path.stem}"})
     _raise(root, problems)
     frame = _frame(records, root, layout)
-    return Scan(frame, _notes(frame, found, modes, orientations, values, min_value))
+    return Scan(frame, _notes(frame, found, modes, orientations, values, min_value) + extra)
 
 
 def _frame(records: list[dict], root: Path, layout: dict) -> pd.DataFrame:
