@@ -106,10 +106,9 @@ def acquire(downloads: Path, source: dict, dataset: str) -> Given:
     """Find what the user put in downloads/ (archive, zip export or unpacked folder) and unpack it."""
     spec, layout = source["archive"], source["layout"]
     published = downloads / spec["name"]
-    if not downloads.is_dir():
-        downloads.mkdir(parents=True, exist_ok=True)
     candidates = [published] if published.is_file() else []
-    candidates += sorted(p for p in downloads.iterdir() if p.is_file() and p.suffix.lower() == ".zip")
+    if downloads.is_dir():
+        candidates += sorted(p for p in downloads.iterdir() if p.is_file() and p.suffix.lower() == ".zip")
     if len(candidates) > 1:
         raise UserError(f"{downloads}: holds {', '.join(p.name for p in candidates)}; keep one of them (the published "
                         f"{spec['name']} or the zip export), so it is clear which one this run indexes")
@@ -138,7 +137,7 @@ def acquire(downloads: Path, source: dict, dataset: str) -> Given:
             notes.append(f"could not unpack {given.name} here; indexing the folder unpacked beside it")
     else:
         base, name, digest = downloads, "unpacked folder", ""
-    roots = find_root(base, layout)
+    roots = find_root(base, layout) if base.is_dir() else []
     if len(roots) > 1:
         raise UserError(f"{base}: several folders hold the layout ({', '.join(map(str, roots))}); keep one")
     if not roots:
