@@ -47,12 +47,12 @@ def _mosaic(path: Path, n: int, cols: int, damaged: bool, blank: int, seed: int)
         r, c = divmod(k, cols)
         out[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = cell
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(out).save(path)
+    Image.fromarray(out).save(path, **({"quality": 75} if path.suffix == ".jpg" else {}))
 
 
 def _casc(root: Path) -> dict:
     _mosaic(root / "2009/20090701_fuji_healthy.png", 7, 3, False, blank=0, seed=1)  # 2 blank cells
-    _mosaic(root / "2009/20090701_fuji_ifw.png", 5, 3, True, blank=255, seed=2)  # 1 blank (white)
+    _mosaic(root / "2009/20090701_fuji_ifw.jpg", 5, 3, True, blank=255, seed=2)  # 1 blank (white), JPEG
     _mosaic(root / "2010/20100805_golden_delicious_ifw.png", 4, 2, True, blank=0, seed=3)  # none blank
     _mosaic(root / "2010/20100805_golden_delicious_healthy.png", 6, 4, False, blank=0, seed=4)  # 2 blank
     return {"kind": "mosaic", "folders": ["2009", "2010"], "cell": CELL, "conditions": {"healthy": 0, "ifw": 1},

@@ -7,7 +7,8 @@ inside the mosaic) and one source for the split: the paper splits apples, not da
 a day's apples together would test transfer to unseen days, a stricter question the paper
 does not ask; both classes of a day share its light and camera, so it would not remove a
 label shortcut either.) Blank cells (the padding that fills a mosaic's last row) are those
-whose pixels barely vary (standard deviation below `blank_max_std`, on 0-255).
+whose pixels barely vary (standard deviation below `blank_max_std`, on 0-255), measured on the
+cell's interior: in a JPEG mosaic a blank cell's border picks up ringing from its neighbours.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def scan_mosaics(root: Path, layout: dict) -> tuple[list[dict], list[str], list[
     cell = int(layout.get("cell", 120))
     pattern = re.compile(layout.get("pattern", DEFAULT_PATTERN), re.IGNORECASE)
     conditions = {k.lower(): v for k, v in (layout.get("conditions") or {}).items()}
-    blank_std = float(layout.get("blank_max_std", 2.0))
+    blank_std = float(layout.get("blank_max_std", 4.0))
+    inset = cell // 8
     records, problems, notes = [], [], []
     for folder in layout.get("folders") or ["."]:
         fdir = root / str(folder)
@@ -63,7 +65,7 @@ def scan_mosaics(root: Path, layout: dict) -> tuple[list[dict], list[str], list[
             for r in range(h // cell):
                 for c in range(w // cell):
                     tile = image[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
-                    if tile.std() < blank_std:
+                    if tile[inset:cell - inset, inset:cell - inset].std() < blank_std:
                         counts["blank"] += 1
                         continue
                     counts[label] += 1
