@@ -104,19 +104,17 @@ def scan(root: Path, layout: dict) -> Scan:
         try:
             info = probe(path)
             size = (info.width, info.height)
-            if mask is not None:
-                minfo = probe(mask)
-                if (minfo.width, minfo.height) != size:
-                    problems.append(f"{mask}: mask is {(minfo.width, minfo.height)} but its image {path.name} is {size} "
-                                    f"(width, height, as displayed after EXIF orientation)")
-                    continue
+            v = read_mask_values(mask) if mask is not None else None  # decoded once: size, values, label
+            if v is not None and (v.shape[1], v.shape[0]) != size:
+                problems.append(f"{mask}: mask is {(v.shape[1], v.shape[0])} but its image {path.name} is {size} "
+                                f"(width, height, as displayed after EXIF orientation)")
+                continue
         except UserError as exc:
             problems.append(str(exc))
             continue
         modes[describe_mode(info.mode)] += 1
         orientations[info.orientation] += 1
-        if mask is not None:
-            v = read_mask_values(mask)
+        if v is not None:
             values.update(dict(zip(*np.unique(v, return_counts=True))))
             damaged = bool((v >= min_value).any())
             if label is None:
