@@ -129,12 +129,13 @@ def acquire(downloads: Path, source: dict, dataset: str) -> Given:
                 _check_size(inner[0], spec.get("size"))
                 notes.append(f"{given.name} holds {spec['name']}; unpacking that too")
                 base = unpack(inner[0], sha256sum(inner[0]))
-        except UserError:
+        except UserError as exc:
             if not find_root(downloads, layout):
                 raise
             # the user unpacked it by hand, as the error of an earlier run told them to
             base, name = downloads, f"{given.name} (unpacked by hand)"
-            notes.append(f"could not unpack {given.name} here; indexing the folder unpacked beside it")
+            notes.append(f"could not unpack {given.name} here ({str(exc).splitlines()[0]}); "
+                         f"indexing the folder unpacked beside it")
     else:
         base, name, digest = downloads, "unpacked folder", ""
     roots = find_root(base, layout) if base.is_dir() else []
