@@ -302,7 +302,10 @@ def test_masks_beside_the_images_are_paired_never_read_as_images(tmp_path, capsy
     assert "masks without an image (ignored): 1" in notes and "orphan.png" in notes
     assert "files that are not images (ignored): 1" in notes
     assert re.search(r"mask values 0\.\.255; with mask_min_value 128, [\d.]+% of mask pixels are damage and "
-                     r"[\d.]+% are non-zero but below it", notes)
+                     r"[\d.]+% are non-zero but below it \(values 17: read as background\)", notes)
+    assert "faint values" not in notes
+    notes = "\n".join(scan(tmp_path, {**layout, "masks": "beside"}).notes)  # default mask_min_value 1
+    assert "note: masks hold faint values 17..17 beside values up to 255, read as damage now" in notes
 
 
 def test_mask_suffix_and_parallel_tree_layouts(tmp_path):

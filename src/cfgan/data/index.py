@@ -171,4 +171,8 @@ def _notes(frame, found: Found, modes: Counter, orientations: Counter, values: C
         shown = ", ".join(map(str, below)) if len(below) <= 4 else f"{below[0]}..{below[-1]}"
         notes.append(f"mask values {lo}..{hi}; with mask_min_value {min_value}, {damage:.2%} of mask pixels are damage"
                      + (f" and {faint:.2%} are non-zero but below it (values {shown}: read as background)" if faint else ""))
+        low = sorted(int(v) for v in values if min_value <= v < 64)
+        if low and hi >= 128:  # faint values beside strong ones: anti-aliasing, JPEG or stray labels, not damage?
+            notes.append(f"  note: masks hold faint values {low[0]}..{low[-1]} beside values up to {hi}, read as damage "
+                         f"now; if they are not damage, set layout.mask_min_value above them (e.g. 128)")
     return notes
