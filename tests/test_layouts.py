@@ -97,6 +97,8 @@ def test_mosaic_names_a_file_it_cannot_read_as_date_cultivar_condition(tmp_path)
     assert "notes_scan.png: name does not match layout.pattern" in msg
     assert "20100806_york_rotten.png: condition 'rotten' is not in layout.conditions" in msg
     assert "20090702_york_healthy.png: 250x120 is not a whole number of 120 px cells" in msg
+    with pytest.raises(UserError, match="layout.conditions: expected"):
+        index_folder(tmp_path, {**layout, "conditions": {"ifw": 1}})
 
 
 # --- EXIF orientation -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .images import list_images, read_rgb
 
 DEFAULT_PATTERN = r"(?P<date>\d{8})_(?P<cultivar>.+)_(?P<condition>[^_]+)"
@@ -29,6 +30,9 @@ def scan_mosaics(root: Path, layout: dict) -> tuple[list[dict], list[str], list[
     cell = int(layout.get("cell", 120))
     pattern = re.compile(layout.get("pattern", DEFAULT_PATTERN), re.IGNORECASE)
     conditions = {k.lower(): v for k, v in (layout.get("conditions") or {}).items()}
+    if set(conditions.values()) != {0, 1}:
+        raise UserError(f"layout.conditions: expected the condition words of the file names with their labels, "
+                        f"both classes (e.g. {{healthy: 0, ifw: 1}}), got {layout.get('conditions')!r}")
     blank_std = float(layout.get("blank_max_std", 4.0))
     inset = cell // 8
     records, problems, notes = [], [], []
@@ -54,7 +58,7 @@ def scan_mosaics(root: Path, layout: dict) -> tuple[list[dict], list[str], list[
                 continue
             try:
                 image = read_rgb(path)
-            except Exception as exc:  # UserError names the file
+            except UserError as exc:  # names the file
                 problems.append(str(exc))
                 continue
             h, w = image.shape[:2]
