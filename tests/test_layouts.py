@@ -441,3 +441,13 @@ def test_a_parallel_mask_tree_may_cover_the_damaged_class_only_but_must_exist(tm
     shutil.rmtree(tmp_path / "masks")
     with pytest.raises(UserError, match=r"masks/defect: mask folder missing"):
         index_folder(tmp_path, {"kind": "class_folders", "classes": {"ok": 0, "defect": 1}, "masks": "masks"})
+
+
+def test_a_mask_stored_turned_with_an_exif_tag_is_read_upright_too(tmp_path):
+    upright = np.zeros((40, 70), np.uint8)
+    upright[5:10, 10:60] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(upright).transpose(_STORED[8]).save(tmp_path / "m.jpg", quality=95, exif=exif)
+    assert Image.open(tmp_path / "m.jpg").size == (40, 70)
+    assert (read_mask(tmp_path / "m.jpg", 128) == (upright > 0)).mean() > 0.99
