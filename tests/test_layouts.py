@@ -316,6 +316,16 @@ def test_mask_suffix_and_parallel_tree_layouts(tmp_path):
                                           "masks": "beside", "mask_suffix": "_mask"})
     assert len(frame) == 6 and frame["mask_path"].str.endswith("_mask.png").all()
 
+    flat = tmp_path / "flat" / "images"  # images_masks with the masks beside: labels from the masks
+    flat.mkdir(parents=True)
+    for f in (tmp_path / "a").rglob("*"):
+        if f.is_file():
+            shutil.copy(f, flat / f.name)
+    frame = index_folder(tmp_path / "flat", {"kind": "images_masks", "images": "images", "masks": "beside",
+                                             "mask_suffix": "_mask", "mask_min_value": 128})
+    assert len(frame) == 6 and frame.set_index("source_id")["label"].to_dict() == {
+        **{f"images/ok{i}": 0 for i in range(3)}, **{f"images/defect{i}": 1 for i in range(3)}}
+
     _parts(tmp_path / "b", masks="masks")
     layout = {"kind": "class_folders", "classes": {"ok": 0, "defect": 1}, "masks": "masks"}
     frame = index_folder(tmp_path / "b", layout)
