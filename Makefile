@@ -1,12 +1,23 @@
 # Two front doors for a newcomer:  `make demo` (set up + tiny pipeline) and `make test`.
-PY ?= python3.11
+# The interpreter: PY=/path/to/python overrides; otherwise the first of these that runs and is a
+# version pyproject.toml's requires-python allows (3.11 to 3.13). 3.11 comes first because this
+# machine's PyTorch wheels are built for it. Each candidate is run, not just found: a pyenv shim
+# exists for every installed version but fails for those not selected.
+PY_CANDIDATES := python3.11 python3.12 python3.13 python3 python
+PY_OK := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+PY ?= $(shell for p in $(PY_CANDIDATES); do $$p -c '$(PY_OK)' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench perf clean-results
+.PHONY: setup demo test test-fast bench perf clean-results which-python
+
+which-python:  ## the interpreter `make setup` would build .venv with
+	@test -n "$(PY)" || { echo "no Python 3.11 to 3.13 found (tried: $(PY_CANDIDATES)); install one or pass PY=/path/to/python" >&2; exit 1; }
+	@echo $(PY)
 
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || test -n "$(PY)" || { echo "no Python 3.11 to 3.13 found (tried: $(PY_CANDIDATES)); install one or pass PY=/path/to/python" >&2; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -48,9 +48,27 @@ def cmd_synthetic(args):
     print(f"wrote {len(frame)} synthetic source images to {out}")
 
 
+def _print_scan(result) -> None:
+    for note in result.notes:
+        print(note)
+
+
+def _same_as_before(index_csv: Path, digest: str) -> str:
+    """Compare the archive's sha256 with the one the previous index recorded."""
+    import pandas as pd
+    if not digest or not index_csv.is_file():
+        return ""
+    before = pd.read_csv(index_csv, keep_default_na=False, dtype=str, nrows=1)
+    if "archive_sha256" not in before.columns or before.empty:
+        return ""
+    old = before["archive_sha256"].iloc[0]
+    return "the same archive as the previous index" if old == digest else \
+        f"a DIFFERENT archive from the previous index (sha256 was {old})"
+
+
 def cmd_download(args):
     from .data.download import extract, fetch
-    from .data.index import index_folder
+    from .data.index import scan
     p = _params(args, "download", args.dataset)
     src = _source(p, args.dataset, "download")
     out = Path(args.out)
@@ -59,20 +77,42 @@ def cmd_download(args):
         path = fetch(f["url"], downloads / f["name"], f["sha256"], src.get("manual", ""))
         if f.get("extract"):
             extract(path, downloads / (Path(f["name"]).stem + ".d"))
-    root = downloads / src.get("root", "")
+    given = None
+    if src.get("archive"):
+        from .data.archives import acquire
+        given = acquire(downloads, src, args.dataset)
+        root = given.root
+        for note in given.notes:
+            print(note)
+    else:
+        root = downloads / src.get("root", "")
     if src.get("manual") and not root.is_dir():
         raise UserError(f"datasets.{args.dataset}: {root} is missing. This data set needs a manual step:\n  "
                         f"{src['manual']}\n  Source: {src.get('homepage', '(see params)')}")
-    frame = index_folder(root, src["layout"])
+    try:
+        result = scan(root, src["layout"])
+    except UserError as exc:
+        if not src.get("manual"):
+            raise
+        raise UserError(f"{exc}\n  What this data set needs (datasets.{args.dataset}.source.manual):\n  {src['manual']}") from exc
+    frame = result.frame
+    if given is not None:  # what the user gave, so that a later run can tell it is the same file
+        frame["archive"], frame["archive_sha256"] = given.name, given.sha256
+        same = _same_as_before(out / "index.csv", given.sha256)
+        if same:
+            print(f"{given.name}: {same}")
+    _print_scan(result)
     write_csv(out / "index.csv", frame)
     print(f"indexed {len(frame)} images of {args.dataset} in {out / 'index.csv'}")
 
 
 def cmd_ingest(args):
-    from .data.index import index_folder
+    from .data.index import scan
     p = _params(args, "ingest", args.dataset)
     src = _source(p, args.dataset, "local")
-    frame = index_folder(Path(src["path"]), src["layout"])
+    result = scan(Path(src["path"]), src["layout"])
+    _print_scan(result)
+    frame = result.frame
     write_csv(Path(args.out) / "index.csv", frame)
     print(f"indexed {len(frame)} images from {src['path']} ({int(frame['label'].sum())} damaged)")
 

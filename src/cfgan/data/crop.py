@@ -3,7 +3,9 @@
 `tile`: slide a crop_size window with `stride`; a crop's label comes from its mask (damaged
 when at least `damaged_min_fraction` of its pixels are damage, undamaged when none are; crops
 in between are ambiguous and skipped), or from its image when there is no mask. `resize`:
-the whole image, resized. Either way crops are resized to `image_size` and written as PNG,
+the whole image (or a mosaic cell, the index's `box`), resized. Either way crops are resized to
+`image_size` and written as PNG; `fit: pad` (default) keeps a non-square picture's aspect ratio
+and pads it with black (masks with background), `fit: squash` stretches it to the square,
 and `manifest.csv` (path, label, mask_path, source_id, split; paths relative to the manifest)
 is the only thing later steps read.
 """
@@ -19,15 +21,37 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from .images import read_mask, read_rgb, save_png
+from .mosaic import cut
 
 MANIFEST_COLUMNS = ["path", "label", "mask_path", "source_id", "split"]
 
 
-def _resize(array: np.ndarray, size: int, is_mask: bool) -> np.ndarray:
-    if array.shape[0] == size and array.shape[1] == size:
+def _resize(array: np.ndarray, size: int, is_mask: bool, fit: str = "squash") -> np.ndarray:
+    h, w = array.shape[:2]
+    if h == size and w == size:
         return array
-    im = Image.fromarray(array)
-    return np.asarray(im.resize((size, size), Image.NEAREST if is_mask else Image.BILINEAR))
+    resample = Image.NEAREST if is_mask else Image.BILINEAR
+    if fit == "squash" or h == w:
+        return np.asarray(Image.fromarray(array).resize((size, size), resample))
+    scale = size / max(h, w)  # the long side fills the square; the short side is padded
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = np.asarray(Image.fromarray(array).resize((nw, nh), resample))
+    out = np.zeros((size, size) + array.shape[2:], array.dtype)
+    y, x = (size - nh) // 2, (size - nw) // 2
+    out[y:y + nh, x:x + nw] = small
+    return out
+
+
+class _Reader:
+    """Reads each source file once while consecutive rows share it (a mosaic's cells)."""
+
+    def __init__(self):
+        self.path, self.image = None, None
+
+    def __call__(self, path: str, box: str) -> np.ndarray:
+        if path != self.path:
+            self.path, self.image = path, read_rgb(path)
+        return cut(self.image, box)
 
 
 def _windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, int]]:
@@ -42,11 +66,14 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int) -
     """Write crops under out_dir/{split}/ and return the manifest rows (paths relative to out_dir's parent)."""
     rng = np.random.default_rng(seed)
     size = cfg["image_size"]
+    fit = cfg.get("fit", "pad")
+    read = _Reader()
     rows = []
     for split in ("train", "val", "test"):
         (out_dir / "crops" / split).mkdir(parents=True, exist_ok=True)
     for rec in tqdm(split_index.itertuples(index=False), total=len(split_index), desc="crop", unit="img"):
-        image = read_rgb(rec.path)
+        box = getattr(rec, "box", "")
+        image = read(rec.path, box if isinstance(box, str) else "")
         has_mask = isinstance(rec.mask_path, str) and rec.mask_path != ""
         mask = read_mask(rec.mask_path, int(rec.mask_min_value)) if has_mask else None
         if mask is not None and mask.shape != image.shape[:2]:
@@ -80,11 +107,11 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int) -
                 pieces = [pieces[i] for i in keep]
         for k, (img, m, label) in enumerate(pieces):
             rel = Path("crops") / rec.split / f"{stem}_{k:03d}.png"
-            save_png(out_dir / rel, _resize(img, size, False))
+            save_png(out_dir / rel, _resize(img, size, False, fit))
             mask_rel = ""
             if m is not None:
                 mask_rel = str(Path("crops") / rec.split / f"{stem}_{k:03d}_mask.png")
-                save_png(out_dir / mask_rel, _resize(m.astype(np.uint8) * 255, size, True))
+                save_png(out_dir / mask_rel, _resize(m.astype(np.uint8) * 255, size, True, fit))
             rows.append({"path": str(rel), "label": label, "mask_path": mask_rel,
                          "source_id": rec.source_id, "split": rec.split})
     manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS)

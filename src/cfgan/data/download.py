@@ -66,9 +66,12 @@ def _safe_target(root: Path, name: str) -> Path:
 
 
 def extract(archive: Path, into: Path) -> None:
-    """Extract a zip or tar archive; no member may escape `into` (no '..', absolute paths or links out)."""
+    """Extract a zip, tar or RAR archive; no member may escape `into` (no '..', absolute paths or links out)."""
+    from .archives import extract_rar, is_rar
     into.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
+    if is_rar(archive):
+        extract_rar(archive, into)
+    elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for member in zf.infolist():
                 target = _safe_target(into, member.filename)
@@ -86,4 +89,4 @@ def extract(archive: Path, into: Path) -> None:
                     _safe_target(into, str(Path(member.name).parent / member.linkname))
             tf.extractall(into, filter="data")
     else:
-        raise UserError(f"{archive}: not a zip or tar archive, but params mark it extract: true")
+        raise UserError(f"{archive}: not a zip, tar or RAR archive, but params mark it extract: true")

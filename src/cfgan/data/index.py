@@ -1,85 +1,178 @@
 """The raw index: the contract between the acquisition steps (download, ingest, synthetic) and
 `split`. One row per source image: path, label (empty: derive from the mask), mask_path,
-mask_min_value, source_id."""
+mask_min_value, source_id, box (x,y,w,h inside `path` for mosaics; empty: the whole image).
+Layouts may add columns (a mosaic's date and cultivar, a download's archive checksum); split
+and crop carry them along.
+
+`scan` checks the folder thoroughly, naming each bad file, and returns notes for the user:
+what it found, which files it paired or left unpaired, the range of mask values and how the
+threshold `mask_min_value` reads them, and which images it converted.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from .images import image_size, list_images, read_mask
+from .images import describe_mode, probe, read_mask_values
+from .layouts import Found, scan_folder
+from .mosaic import scan_mosaics
 
-COLUMNS = ["path", "label", "mask_path", "mask_min_value", "source_id"]
+COLUMNS = ["path", "label", "mask_path", "mask_min_value", "source_id", "box"]
 
 
-def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
-    if mask_dir is None:
-        return None
-    for candidate in sorted(mask_dir.glob(stem + ".*")):
-        return candidate
-    return None
+@dataclass
+class Scan:
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
 
 
 def index_folder(root: Path, layout: dict) -> pd.DataFrame:
     """Index a folder laid out as params describe; check it thoroughly, naming each bad file."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: data folder not found")
-    min_value = int(layout.get("mask_min_value", 1))
-    rows, problems = [], []
-    if layout["kind"] == "class_folders":
-        classes = layout.get("classes") or {}
-        if not classes:
-            raise UserError(f"layout.classes: expected a mapping sub-folder -> label (0/1) for {root}")
-        mask_root = root / layout["masks"] if layout.get("masks") else None
-        for folder, label in classes.items():
-            cdir = root / folder
-            if not cdir.is_dir():
-                problems.append(f"{cdir}: class folder missing (layout.classes names it)")
-                continue
-            files = list_images(cdir)
-            if not files:
-                problems.append(f"{cdir}: class folder holds no images")
-            for f in files:
-                mask = _find_mask(mask_root / folder if mask_root else None, f.stem)
-                rows.append((f, label, mask))
-    else:
-        img_dir = root / layout.get("images", "images")
-        mask_dir = root / layout.get("masks", "masks")
-        for d in (img_dir, mask_dir):
-            if not d.is_dir():
-                raise UserError(f"{d}: folder missing (layout kind images_masks expects images and masks)")
-        files = list_images(img_dir)
-        if not files:
-            problems.append(f"{img_dir}: holds no images")
-        for f in files:
-            mask = _find_mask(mask_dir, f.stem)
-            if mask is None:
-                problems.append(f"{f}: no mask named {f.stem}.* in {mask_dir}")
-            rows.append((f, None, mask))
-    records = []
-    for path, label, mask in rows:
-        try:
-            size = image_size(path)
-            if mask is not None and image_size(mask) != size:
-                problems.append(f"{mask}: mask is {image_size(mask)} but its image {path.name} is {size} (width, height)")
-        except UserError as exc:
-            problems.append(str(exc))
-            continue
-        if label is None and mask is not None:
-            label = int(read_mask(mask, min_value).any())
-        records.append({"path": str(path), "label": label, "mask_path": str(mask) if mask else "",
-                        "mask_min_value": min_value, "source_id": f"{Path(path).parent.name}/{path.stem}"})
+    return scan(root, layout).frame
+
+
+def _raise(root: Path, problems: list[str]) -> None:
     if problems:
         shown = "\n  - ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise UserError(f"{root}: {len(problems)} problem(s) in the data folder:\n  - {shown}{more}")
-    frame = pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+def _listing(title: str, files: list[Path], shown: int = 5) -> str:
+    names = ", ".join(str(f) for f in files[:shown]) + (f", ... ({len(files) - shown} more)" if len(files) > shown else "")
+    return f"{title}: {len(files)} ({names})"
+
+
+def scan(root: Path, layout: dict) -> Scan:
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found")
+    if layout["kind"] == "mosaic":
+        records, problems, notes = scan_mosaics(root, layout)
+        _raise(root, problems)
+        return Scan(_frame(records, root, layout), notes)
+    min_value = int(layout.get("mask_min_value", 1))
+    masks = layout.get("masks")
+    suffix, extension = layout.get("mask_suffix", ""), layout.get("mask_extension", ".png")
+    folders: list[tuple[Path, int | None, Path | None]] = []  # (folder, label, parallel mask folder)
+    problems: list[str] = []
+    if layout["kind"] == "class_folders":
+        classes = layout.get("classes") or {}
+        if not classes:
+            raise UserError(f"layout.classes: expected a mapping sub-folder -> label (0/1) for {root}")
+        for folder, label in classes.items():
+            mask_dir = root / masks / folder if masks and masks != "beside" else None
+            folders.append((root / folder, label, mask_dir))
+    else:
+        img_dir = root / layout.get("images", "images")
+        masks = masks or "masks"  # images_masks: masks are required, in "masks" unless said otherwise
+        mask_dir = root / masks if masks != "beside" else None
+        for d in (img_dir, mask_dir):
+            if d is not None and not d.is_dir():
+                raise UserError(f"{d}: folder missing (layout kind images_masks expects images and masks)")
+        folders.append((img_dir, None, mask_dir))
+
+    found, extra = Found(), []
+    rows: list[tuple[Path, int | None, Path | None]] = []
+    for folder, label, mask_dir in folders:
+        if not folder.is_dir():
+            problems.append(f"{folder}: class folder missing (layout.classes names it)")
+            continue
+        if label is not None and mask_dir is not None and not mask_dir.is_dir() and mask_dir.parent.is_dir():
+            # a parallel mask tree often covers the damaged classes only
+            part = scan_folder(folder, None, None, suffix, extension)
+            extra.append(f"{mask_dir}: no such folder, so the {len(part.pairs)} images of {folder.name}/ have no masks")
+        else:
+            part = scan_folder(folder, masks, mask_dir, suffix, extension)
+        if not part.pairs and not part.problems:
+            problems.append(f"{folder}: {'class folder ' if label is not None else ''}holds no images")
+        problems += part.problems
+        for attr in ("unpaired_masks", "unpaired_images", "other_files"):
+            getattr(found, attr).extend(getattr(part, attr))
+        rows += [(image, label, mask) for image, mask in part.pairs]
+    if layout["kind"] == "images_masks":
+        problems += [f"{f}: no mask named {f.stem}{suffix}.* in {folders[0][2] or f.parent}" for f in found.unpaired_images]
+
+    records, modes, orientations, values = [], Counter(), Counter(), Counter()
+    for path, label, mask in rows:
+        try:
+            info = probe(path)
+            size = (info.width, info.height)
+            v = read_mask_values(mask) if mask is not None else None  # decoded once: size, values, label
+            if v is not None and (v.shape[1], v.shape[0]) != size:
+                problems.append(f"{mask}: mask is {(v.shape[1], v.shape[0])} but its image {path.name} is {size} "
+                                f"(width, height, as displayed after EXIF orientation)")
+                continue
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        modes[describe_mode(info.mode)] += 1
+        orientations[info.orientation] += 1
+        if v is not None:
+            values.update(dict(zip(*np.unique(v, return_counts=True))))
+            damaged = bool((v >= min_value).any())
+            if label is None:
+                label = int(damaged)
+            elif label != int(damaged):
+                found.label_conflicts.append(path)
+        records.append({"path": str(path), "label": label, "mask_path": str(mask) if mask else "",
+                        "mask_min_value": min_value, "source_id": f"{path.parent.name}/{path.stem}"})
+    _raise(root, problems)
+    frame = _frame(records, root, layout)
+    return Scan(frame, _notes(frame, found, modes, orientations, values, min_value) + extra)
+
+
+def _frame(records: list[dict], root: Path, layout: dict) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records)
+    for col in COLUMNS:
+        if col not in frame.columns:
+            frame[col] = "" if col in ("box", "mask_path", "path", "source_id") else None
+    frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
     labels = set(frame["label"].dropna().astype(int))
     # With masks, crops get their labels from the masks (crop checks each split has both
-    # classes); class folders must hold both classes themselves.
-    if layout["kind"] == "class_folders" and labels != {0, 1}:
+    # classes); class folders and mosaics must hold both classes themselves.
+    if layout["kind"] in ("class_folders", "mosaic") and labels != {0, 1}:
         raise UserError(f"{root}: found only label(s) {sorted(labels)}; need undamaged (0) and damaged (1) images")
     return frame
+
+
+def _notes(frame, found: Found, modes: Counter, orientations: Counter, values: Counter, min_value: int) -> list[str]:
+    n_masks = int((frame["mask_path"] != "").sum())
+    notes = [f"found {len(frame)} images ({int((frame['label'] == 1).sum())} damaged, "
+             f"{int((frame['label'] == 0).sum())} undamaged), {n_masks} with a mask"]
+    if found.unpaired_images:
+        notes.append(_listing("images without a mask (labelled by their folder)", found.unpaired_images))
+    if found.unpaired_masks:
+        notes.append(_listing("masks without an image (ignored)", found.unpaired_masks))
+    if found.label_conflicts:
+        notes.append(_listing("images whose mask disagrees with their folder's class (tiles take the mask's label)",
+                              found.label_conflicts))
+    if found.other_files:
+        notes.append(_listing("files that are not images (ignored)", found.other_files))
+    converted = {k: v for k, v in modes.items() if k}
+    if converted:
+        notes.append("converted to 8-bit RGB: " + "; ".join(f"{v} {k}" for k, v in sorted(converted.items())))
+    turned = {k: v for k, v in orientations.items() if k != 1}
+    if turned:
+        notes.append("turned upright by their EXIF orientation: " + ", ".join(
+            f"{v} with orientation {k}" for k, v in sorted(turned.items())))
+    if values:
+        total = sum(values.values())
+        lo, hi = min(values), max(values)
+        faint = sum(c for v, c in values.items() if 0 < v < min_value) / total
+        damage = sum(c for v, c in values.items() if v >= min_value) / total
+        below = sorted(int(v) for v in values if 0 < v < min_value)
+        shown = ", ".join(map(str, below)) if len(below) <= 4 else f"{below[0]}..{below[-1]}"
+        notes.append(f"mask values {lo}..{hi}; with mask_min_value {min_value}, {damage:.2%} of mask pixels are damage"
+                     + (f" and {faint:.2%} are non-zero but below it (values {shown}: read as background)" if faint else ""))
+        low = sorted(int(v) for v in values if min_value <= v < 64)
+        if low and hi >= 128:  # faint values beside strong ones: anti-aliasing, JPEG or stray labels, not damage?
+            notes.append(f"  note: masks hold faint values {low[0]}..{low[-1]} beside values up to {hi}, read as damage "
+                         f"now; if they are not damage, set layout.mask_min_value above them (e.g. 128)")
+    return notes
