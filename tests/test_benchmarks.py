@@ -19,3 +19,23 @@ def test_perf_quick_mode_prints_every_section():
     assert "identical adversarials: True" in proc.stdout
     assert "max |difference| 0.00e+00" in proc.stdout  # the same features as pytorch-fid's own
     assert "glibc keeps freed memory: True" in proc.stdout or sys.platform != "linux"
+
+
+def test_val_variants_trains_each_variant_and_prints_val_figures_only(small_manifest, tmp_path, capsys):
+    import json
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import val_variants
+    assert val_variants.parse_variant("fast=train.steps=4,train.balance=false") == (
+        "fast", {"train": {"steps": 4, "balance": False}})
+    assert val_variants.parse_variant("as-is=") == ("as-is", {})
+    _, manifest = small_manifest
+    overlay = tmp_path / "small.yaml"
+    overlay.write_text("generator: {cnn_unet: {width: 8, depth: 2}}\ndiscriminator: {resnet3: {width: 8}}\n"
+                       "train: {steps: 4, batch_size: 8, val_every: 2}\nevaluate: {batch_size: 32}\n")
+    val_variants.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
+                       "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-s0", "--out", str(tmp_path / "v"),
+                       "--variant", "a=", "--variant", "b=train.d_in_g_update=eval"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["variant"] for r in rows] == ["a", "b"]
+    assert all(0 <= r["val_counterfactual_iou"] <= 1 and "val_score" in r and "test" not in json.dumps(r) for r in rows)
+    assert (tmp_path / "v/b/checkpoint.pt").exists()

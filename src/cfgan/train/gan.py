@@ -86,22 +86,44 @@ def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool) -
     return out
 
 
+class MixedBatchD(torch.nn.Module):
+    """D as its own update sees it: each batch of generated images is scored inside a batch that
+    also holds the real images, so batch norm normalises with real+fake statistics (a global colour
+    shift of the fakes stays visible against the reals). Returns the generated half's logits."""
+
+    def __init__(self, d: torch.nn.Module, real: torch.Tensor):
+        super().__init__()
+        self.d, self.real = d, real
+
+    def forward(self, fake: torch.Tensor) -> torch.Tensor:
+        return self.d(torch.cat([self.real, fake]))[len(self.real):]
+
+
 def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int) -> dict:
-    """The G update. D is frozen for it: eval mode, so batch norm uses the running statistics of
-    D's own mixed real+fake batches (a fake-only batch normalised by its own statistics hides any
-    global colour shift from G) and G's batches never write into D's running statistics; no
-    parameter gradients for D either."""
+    """The G update, with D frozen: no parameter gradients, and its running statistics untouched.
+
+    `train.d_in_g_update` says how D normalises G's images: `mixed` (default) scores them inside
+    real+fake batches in train mode, exactly as D's own update does, and restores D's batch-norm
+    buffers afterwards; `eval` uses D's running statistics. Either way a fake-only batch is never
+    normalised by its own statistics (that hid any global colour shift from G) and G's batches
+    never write into D's running statistics."""
+    mode = cfg.get("d_in_g_update", "mixed")
     was_training = d.training
-    d.eval()
+    saved = {k: b.clone() for k, b in d.named_buffers()}
     d.requires_grad_(False)
+    d.train(mode == "mixed")
+    critic = MixedBatchD(d, x) if mode == "mixed" else d
     try:
         with autocast(x.device):
             x_cf, logits = g(x)
-            terms = generator_losses(g, d, x, y, x_cf, logits, cfg["loss"], cycles, cfg["cycle_weights"])
+            terms = generator_losses(g, critic, x, y, x_cf, logits, cfg["loss"], cycles, cfg["cycle_weights"])
         opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt_g.step()
     finally:
+        with torch.no_grad():
+            for k, b in d.named_buffers():
+                b.copy_(saved[k])
         d.requires_grad_(True)
         d.train(was_training)
     return {f"loss_g_{k}": v.item() for k, v in terms.items()}
@@ -133,7 +155,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     d = prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3), dev)
     opt_g, opt_d = optimizers(g, d, cfg)
     resume_path = out_dir / "resume.pt"
-    start, log, best = 0, [], {"score": -1.0, "step": 0, "row": None, "g": None, "d": None}
+    start, log, best = 0, [], {"key": (False, -1.0), "score": -1.0, "step": 0, "row": None, "g": None, "d": None}
     if resume_path.exists():
         state = load_checkpoint(resume_path)
         if state["params"] == params and state["run"] == run:
@@ -150,8 +172,10 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
             row.update(validate(g, d, val, params["evaluate"]["batch_size"], dev, seed))
-            if row["val_score"] > best["score"]:
-                best = {"score": row["val_score"], "step": step + 1, "row": dict(row),
+            # a step without signs of collapse beats any collapsed one; among equals, the higher score
+            key = (not collapse_signs(row), row["val_score"])
+            if key > best["key"]:
+                best = {"key": key, "score": row["val_score"], "step": step + 1, "row": dict(row),
                         "g": copy.deepcopy(g.state_dict()), "d": copy.deepcopy(d.state_dict())}
             if not last:
                 save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),

@@ -1,0 +1,71 @@
+"""Choose training settings on val, never on test: train one run under several variants of the
+params and print each variant's val figures (the checkpoint-selection metrics, the signs of
+collapse, and the counterfactual maps' val IoU under the evaluation's own threshold rule).
+
+    python benchmarks/val_variants.py --params params.yaml workflow/profiles/tiny/params.yaml \
+        --manifest data/processed/synthetic/manifest.csv --dataset synthetic --run cnn_unet-resnet3-c0-s0 \
+        --variant default= --variant eval=train.d_in_g_update=eval --variant unbalanced=train.balance=false
+
+A variant is `name=key=value[,key=value...]` (values parsed as YAML); `name=` is the params as
+they are. Each variant's checkpoint goes to --out/<name>/. Only the train and val splits are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from cfgan.config import deep_merge, load_params, validate
+from cfgan.data.datasets import load_split
+from cfgan.evaluate import saliency
+from cfgan.steps import keys_for, select
+from cfgan.train import gan
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, assignments = text.partition("=")
+    override: dict = {}
+    for item in filter(None, assignments.split(",")):
+        key, _, value = item.partition("=")
+        node = override
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return name, override
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", nargs="+", required=True)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--run", required=True, help="e.g. cnn_unet-resnet3-c1-s0")
+    ap.add_argument("--variant", action="append", required=True)
+    ap.add_argument("--out", default="results/val_variants")
+    args = ap.parse_args(argv)
+    base = load_params(args.params)
+    val = load_split(args.manifest, "val")
+    damaged = (val.labels == 1).numpy()
+    for name, override in map(parse_variant, args.variant):
+        params = validate(deep_merge(base, override), f"variant {name}")
+        t0 = time.time()
+        out = Path(args.out) / name
+        summary = gan.train_gan(select(params, keys_for("train", args.dataset)), Path(args.manifest), args.run, out, args.dataset)
+        row = {"variant": name, "seconds": round(time.time() - t0), "selected_step": summary["best_step"],
+               "collapse": summary["collapse"], **{k: round(v, 3) for k, v in summary["val"].items()}}
+        if val.masks is not None:
+            g, _, _ = gan.load_gan(out / "checkpoint.pt")
+            maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"])[damaged]
+            _, row["val_counterfactual_iou"] = saliency.choose_threshold(
+                maps, val.masks.numpy()[damaged], params["evaluate"]["saliency"]["quantiles"])
+            row["val_counterfactual_iou"] = round(row["val_counterfactual_iou"], 3)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
