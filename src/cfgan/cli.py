@@ -40,7 +40,7 @@ def cmd_synthetic(args):
     src = _source(p, args.dataset, "synthetic")
     out = Path(args.out)
     with atomic_path(out, is_dir=True) as tmp:
-        rows = generate(tmp, src["n_sources"], src["size"], src["damaged_fraction"], p["seed"])
+        rows = generate(tmp, src["n_sources"], src["size"], src["damaged_fraction"], p["seed"], src.get("pores", 0))
         frame = pd.DataFrame(rows)
         frame["path"] = frame["path"].str.replace(str(tmp), str(out), regex=False)
         frame["mask_path"] = frame["mask_path"].str.replace(str(tmp), str(out), regex=False)

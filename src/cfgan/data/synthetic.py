@@ -4,6 +4,10 @@ Each source is a concrete-like texture (smoothed noise, random tint and lighting
 source gets one to three cracks, random walks of varying width that darken the texture only
 where the mask is set, so the mask is exact and the clean texture is the image's undamaged
 counterpart (saved too). Everything follows from the seed.
+
+`pores` dark round pores per image, in both classes, are not damage: real surfaces have pores,
+stains and shadows, and a map that merely finds dark structure (the `local_contrast` reference)
+should not pass for an explanation of the defect.
 """
 
 from __future__ import annotations
@@ -45,7 +49,17 @@ def crack_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return mask
 
 
-def generate(out: Path, n_sources: int, size: int, damaged_fraction: float, seed: int) -> list[dict]:
+def add_pores(image: np.ndarray, rng: np.random.Generator, n: int, keep_clear: np.ndarray) -> None:
+    """Darken n round pores (radius 1.5-3.5 px) in place, away from the crack pixels."""
+    size = image.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size]
+    for _ in range(n):
+        cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(1.5, 3.5)
+        spot = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+        image[spot & ~keep_clear] *= rng.uniform(0.25, 0.5)
+
+
+def generate(out: Path, n_sources: int, size: int, damaged_fraction: float, seed: int, pores: int = 0) -> list[dict]:
     """Write images/, masks/ and counterparts/ under out; return index rows."""
     rng = np.random.default_rng(seed)
     for sub in ("images", "masks", "counterparts"):
@@ -56,6 +70,8 @@ def generate(out: Path, n_sources: int, size: int, damaged_fraction: float, seed
     for i in range(n_sources):
         clean = texture(rng, size)
         mask = crack_mask(rng, size) if i in damaged_ids else np.zeros((size, size), bool)
+        if pores:
+            add_pores(clean, np.random.default_rng([seed, i]), pores, ndimage.binary_dilation(mask, iterations=3))
         image = clean.copy()
         darkness = rng.uniform(0.25, 0.5)
         image[mask] *= darkness
