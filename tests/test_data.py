@@ -213,3 +213,16 @@ def test_crackforest_split_and_crop_on_the_real_images(tmp_path):
     per_image = manifest.groupby("source_id").size()
     assert 30 <= per_image.median() <= 60 and set(manifest["label"]) == {0, 1}
     assert manifest["split"].value_counts()["train"] > manifest["split"].value_counts()["test"]
+
+
+def test_synthetic_pores_darken_both_classes_but_never_the_masks(tmp_path):
+    """Pores are not damage: the masks (and labels) are those of the same seed without pores."""
+    from cfgan.data.synthetic import generate
+    from cfgan.data.images import read_mask, read_rgb
+    plain = generate(tmp_path / "a", 6, 48, 0.5, seed=3)
+    pored = generate(tmp_path / "b", 6, 48, 0.5, seed=3, pores=15)
+    assert [r["label"] for r in plain] == [r["label"] for r in pored]
+    for a, b in zip(plain, pored):
+        assert (read_mask(a["mask_path"], 128) == read_mask(b["mask_path"], 128)).all()
+        changed = (read_rgb(a["path"]).astype(int) - read_rgb(b["path"]).astype(int)).any(2)
+        assert changed.any() and not (changed & read_mask(a["mask_path"], 128)).any()
