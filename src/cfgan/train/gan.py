@@ -20,6 +20,7 @@ from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
 from ..models import build_discriminator, build_generator
 from .common import as_checkpoint, autocast, device, load_checkpoint, prepare, save_checkpoint, save_run, seed_everything
+from .common import rebuilds
 from .losses import discriminator_loss, generator_losses
 
 
@@ -102,6 +103,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
     return summary
 
 
+@rebuilds
 def load_gan(source, dev="cpu"):
     """Rebuild G and D from a checkpoint, in eval mode."""
     ckpt = as_checkpoint(source)

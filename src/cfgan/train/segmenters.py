@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..evaluate.metrics import iou
 from ..models import build_segmenter
 from .common import as_checkpoint, autocast, device, prepare, save_run, seed_everything
+from .common import rebuilds
 
 
 @torch.no_grad()
@@ -63,6 +64,7 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path) -> d
     return summary
 
 
+@rebuilds
 def load_segmenter(source, dev="cpu"):
     ckpt = as_checkpoint(source)
     s = ckpt["summary"]
