@@ -13,11 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from .code_deps import dvc_deps
 from .config import deep_merge, grid_runs, read_yaml
 from .steps import has_masks, keys_for
-
-CODE = "src/cfgan"
-
 
 def _params_section(step: str, files: list[str], overlays: list[dict], dataset: str | None = None) -> list:
     """params.yaml keys as a plain list; an overlay's keys under its file name, where it sets them."""
@@ -55,7 +53,7 @@ def build(files: list[str], wdir: str | None) -> dict:
         s["cmd"] = cmd
         if wdir:
             s["wdir"] = wdir
-        s["deps"] = deps + [CODE]
+        s["deps"] = deps + dvc_deps(step)  # the code this step imports, not all of src/
         s["params"] = _params_section(step, files, overlays, dataset)
         s["outs"] = outs
         s.update(extra or {})
