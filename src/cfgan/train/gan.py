@@ -19,6 +19,7 @@ from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
 from ..models import build_discriminator, build_generator
+from ..ood import calibrate_run
 from .common import as_checkpoint, autocast, device, load_checkpoint, prepare, save_checkpoint, save_run, seed_everything
 from .common import rebuilds
 from .losses import discriminator_loss, generator_losses
@@ -98,6 +99,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
         log.append(row)
     summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles,
                "best_step": best["step"], "val_f1_d": best["f1"], "image_size": image_size}
+    summary["ood"] = calibrate_run(g, d, best, val, params["evaluate"]["batch_size"], params["seed"], dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
     return summary
