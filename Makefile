@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench perf clean-results
+.PHONY: setup demo test test-fast bench perf faults clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,3 +31,7 @@ bench: setup  ## wall time of the tiny profile, end to end
 PERF_ARGS ?= --quick --tree .
 perf: setup  ## speed figures (benchmarks/README.md); PERF_ARGS="--tree ." for the paper grid at 224 px (~30 min on 2 cores)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/perf.py $(PERF_ARGS)
+
+FAULTS_ARGS ?=
+faults: setup  ## SIGKILL the tiny pipeline at 10 seeded moments (+3 for dvc repro), check what survives (~1 h on 2 cores); FAULTS_ARGS=--quick for 2+1
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/faults.py $(FAULTS_ARGS)
