@@ -32,6 +32,12 @@ def _checkpoint(run: str) -> Path:
     return path
 
 
+def inputs(arrays: list[np.ndarray], size: int) -> torch.Tensor:
+    """User images (HxWx3 uint8, any size) as the run's input: resized to its crop size, in [0, 1]."""
+    return torch.stack([torch.from_numpy(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
+                        for a in arrays]).float() / 255
+
+
 def explain(run: str, images: list[str], out: Path, force: bool = False, seed: int = 0) -> list[Path]:
     g, d, ckpt = load_gan(_checkpoint(run))
     size = ckpt["summary"]["image_size"]
@@ -45,8 +51,7 @@ def explain(run: str, images: list[str], out: Path, force: bool = False, seed: i
             raise UserError(f"{', '.join(clash)} already exist; pass --force to overwrite or choose another --out")
         targets.append(files)
     out.mkdir(parents=True, exist_ok=True)
-    x = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
-                     for a in arrays]).float() / 255
+    x = inputs(arrays, size)
     z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         x_cf, g_logits = g(x, z)
