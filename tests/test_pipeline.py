@@ -42,6 +42,39 @@ def planned_rules(cwd: Path, env: dict | None = None) -> set[str]:
     return rules
 
 
+def check_snakemake_code_invalidation(work: Path) -> None:
+    """On a finished tiny run: each rule carries a hash of the cfgan modules its step imports. A copy
+    of the package (same content: nothing to do) is edited as a user would."""
+    package = work / "code" / "cfgan"
+    shutil.copytree(Path(cfgan.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = {"PYTHONPATH": str(package.parent)}
+    assert planned_rules(work, copy) == set()
+    evaluations = {"fid_real", "fid", "classify", "robustness", "uncertainty", "saliency"}
+    for change, expected in ((L1_DOUBLED, {"train", *evaluations, "report_with_masks", "all"}),  # not data, baselines, segmenters
+                             (FIGURE_COLOURS, {"report_with_masks", "all"}),
+                             (UNRELATED_COMMENT, set())):
+        text = edit(package, change)
+        assert planned_rules(work, copy) == expected, change[0]
+        (package / change[0]).write_text(text)
+    shutil.rmtree(work / "code")
+
+
+def check_dvc_code_invalidation(work: Path) -> None:
+    """On a finished `dvc repro` of the tiny dvc.yaml: each stage lists the cfgan files its step
+    imports, so `dvc status` names exactly the stages whose code an edit touches."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    evaluations = {f"{s}_synthetic" for s in ("fid_real", "fid", "classify", "classify_baseline", "robustness",
+                                               "robustness_baseline", "uncertainty", "saliency", "saliency_segmenter")}
+    for change, expected in ((L1_DOUBLED, {"train_synthetic", *evaluations}), (FIGURE_COLOURS, {"report_synthetic"}),
+                             (UNRELATED_COMMENT, set())):
+        text = edit(work / "src/cfgan", change)
+        changed = subprocess.run([sys.executable, "-m", "dvc", "status", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env,
+                                 capture_output=True, text=True).stdout
+        stages = {line.split(":")[-2].split("@")[0].strip() for line in changed.splitlines() if line.endswith(":") and "dvc.yaml:" in line}
+        (work / "src/cfgan" / change[0]).write_text(text)
+        assert stages == expected, (change[0], changed)
+
+
 @pytest.mark.slow
 def test_tiny_profile_end_to_end(tmp_path):
     work = copy_workflow(tmp_path)
@@ -80,19 +113,7 @@ def test_tiny_profile_end_to_end(tmp_path):
     assert planned_rules(work) == {"robustness", "report_with_masks", "all"}
     overlay.write_text(original)
     assert planned_rules(work) == set()
-    # exact invalidation on code: each rule carries a hash of the cfgan modules its step imports.
-    # A copy of the package (same content, so nothing to do) is edited as a user would.
-    package = work / "code" / "cfgan"
-    shutil.copytree(Path(cfgan.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
-    copy = {"PYTHONPATH": str(package.parent)}
-    assert planned_rules(work, copy) == set()
-    evaluations = {"fid_real", "fid", "classify", "robustness", "uncertainty", "saliency"}
-    for change, expected in ((L1_DOUBLED, {"train", *evaluations, "report_with_masks", "all"}),  # not data, baselines, segmenters
-                             (FIGURE_COLOURS, {"report_with_masks", "all"}),
-                             (UNRELATED_COMMENT, set())):
-        text = edit(package, change)
-        assert planned_rules(work, copy) == expected, change[0]
-        (package / change[0]).write_text(text)
+    check_snakemake_code_invalidation(work)
     report = snakemake(work, "--report", "report.html")
     assert report.returncode == 0, report.stderr[-2000:]
     html = (work / "report.html").read_text(errors="replace")
@@ -128,16 +149,7 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
     stages = {line.split(":")[-2].split("@")[0].strip() for line in changed.splitlines() if line.endswith(":") and "dvc.yaml:" in line}
     assert stages == {"robustness_synthetic", "robustness_baseline_synthetic"}, changed
     overlay.write_text(original)
-    # exact invalidation on code: each stage lists the cfgan files its step imports
-    evaluations = {f"{s}_synthetic" for s in ("fid_real", "fid", "classify", "classify_baseline", "robustness",
-                                               "robustness_baseline", "uncertainty", "saliency", "saliency_segmenter")}
-    for change, expected in ((L1_DOUBLED, {"train_synthetic", *evaluations}), (FIGURE_COLOURS, {"report_synthetic"}),
-                             (UNRELATED_COMMENT, set())):
-        text = edit(work / "src/cfgan", change)
-        changed = subprocess.run([*dvc, "status", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True).stdout
-        stages = {line.split(":")[-2].split("@")[0].strip() for line in changed.splitlines() if line.endswith(":") and "dvc.yaml:" in line}
-        assert stages == expected, (change[0], changed)
-        (work / "src/cfgan" / change[0]).write_text(text)
+    check_dvc_code_invalidation(work)
     metrics = subprocess.run([*dvc, "metrics", "show"], cwd=work, env=env, capture_output=True, text=True)
     assert "iou_median_counterfactual" in metrics.stdout, metrics.stdout + metrics.stderr
     # an experiment on a loss weight, on top of the committed results (as users run it): `dvc exp run -S`
