@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import pickle
 import platform
-from collections import OrderedDict
 import random
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +115,8 @@ def load_checkpoint(path: Path) -> dict:
                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); fetch it again or retrain") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path}: not a cfgan checkpoint (holds a {type(ckpt).__name__}, expected a mapping)")
-    made_by = ckpt.get("versions", {}).get("cfgan", "an unknown version") if isinstance(ckpt.get("versions"), dict) else "an unknown version"
     if ckpt.get("format") != CHECKPOINT_FORMAT:
+        made_by = (ckpt.get("versions") or {}).get("cfgan", "an unknown version")
         raise UserError(f"{path}: checkpoint format {ckpt.get('format', '(none)')} written by cfgan {made_by}; this cfgan "
                         f"{__version__} reads format {CHECKPOINT_FORMAT} only: retrain the run with this version")
     ckpt["file"] = str(path)  # so that later errors (rebuilding the model) can name it
@@ -145,6 +145,8 @@ def rebuilds(loader):
         try:
             return loader(source, *args, **kwargs)
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            if isinstance(exc, torch.OutOfMemoryError):  # the device, not the checkpoint
+                raise
             ckpt = source if isinstance(source, dict) else {"file": str(source)}
             summary = ckpt.get("summary", {}) if isinstance(ckpt.get("summary"), dict) else {}
             what = ", ".join(f"{k} {summary[k]}" for k in ("run", "image_size") if k in summary) or "no summary"
