@@ -14,6 +14,7 @@ error of its own, and the finished run's tables and metrics are byte-identical t
     python benchmarks/faults.py             # full: 10 Snakemake kills, 3 DVC kills
     python benchmarks/faults.py --quick     # CI: 2 + 1 kills
     python benchmarks/faults.py --kills 20 --dvc-kills 5 --seed 7 --keep /tmp/faults
+    python benchmarks/faults.py --reference /tmp/faults/reference --kills 0 --dvc-kills 3   # reuse a reference
 """
 
 from __future__ import annotations
@@ -143,6 +144,14 @@ def chain(name: str, work: Path, cmd: list[str], moments: list[float], before_re
             return outcomes
 
 
+def reference_duration(ref: Path) -> float:
+    """Wall time of a finished run: from the start its Snakemake log is named after to its last write."""
+    from datetime import datetime
+    log = max((ref / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    started = datetime.strptime(log.name.split(".snakemake")[0], "%Y-%m-%dT%H%M%S.%f").timestamp()
+    return log.stat().st_mtime - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10, help="SIGKILLs of Snakemake (default 10)")
@@ -150,20 +159,24 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 + 1 kills (CI)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
+    parser.add_argument("--reference", type=Path, help="reuse this finished uninterrupted run (a kept reference/ folder)")
     args = parser.parse_args()
     if args.quick:
         args.kills, args.dvc_kills = 2, 1
     base = args.keep or Path(tempfile.mkdtemp(prefix="cfgan-faults-"))
     rng = random.Random(args.seed)
 
-    ref = copy_project(base / "reference", with_dvc=False)
-    t0 = time.perf_counter()
-    with open(ref / "faults-reference.log", "wb") as log:
-        proc = subprocess.run(SNAKEMAKE, cwd=ref, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-    T = time.perf_counter() - t0
-    if proc.returncode:
-        print(f"the uninterrupted run failed; see {ref / 'faults-reference.log'}", file=sys.stderr)
-        return 1
+    if args.reference:
+        ref, T = args.reference, reference_duration(args.reference)
+    else:
+        ref = copy_project(base / "reference", with_dvc=False)
+        t0 = time.perf_counter()
+        with open(ref / "faults-reference.log", "wb") as log:
+            proc = subprocess.run(SNAKEMAKE, cwd=ref, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        T = time.perf_counter() - t0
+        if proc.returncode:
+            print(f"the uninterrupted run failed; see {ref / 'faults-reference.log'}", file=sys.stderr)
+            return 1
     reference = finals(ref)
     print(f"reference: uninterrupted tiny profile in {T:.0f} s, {len(reference)} tables/metrics files", flush=True)
 
