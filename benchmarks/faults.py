@@ -159,7 +159,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 + 1 kills (CI)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
-    parser.add_argument("--reference", type=Path, help="reuse this finished uninterrupted run (a kept reference/ folder)")
+    parser.add_argument("--reference", type=Path, help="reuse this uninterrupted run (a kept reference/ folder; waits for it to finish)")
+    parser.add_argument("--duration", type=float, help="with --reference: the clock over which kills are drawn, in s "
+                                                         "(default: the reference's own wall time)")
     args = parser.parse_args()
     if args.quick:
         args.kills, args.dvc_kills = 2, 1
@@ -167,7 +169,8 @@ def main() -> int:
     rng = random.Random(args.seed)
 
     if args.reference:
-        ref, T = args.reference, reference_duration(args.reference)
+        ref = args.reference
+        T = args.duration or reference_duration(ref)
     else:
         ref = copy_project(base / "reference", with_dvc=False)
         t0 = time.perf_counter()
@@ -177,8 +180,8 @@ def main() -> int:
         if proc.returncode:
             print(f"the uninterrupted run failed; see {ref / 'faults-reference.log'}", file=sys.stderr)
             return 1
-    reference = finals(ref)
-    print(f"reference: uninterrupted tiny profile in {T:.0f} s, {len(reference)} tables/metrics files", flush=True)
+        print(f"reference: uninterrupted tiny profile in {T:.0f} s", flush=True)
+    print(f"kills drawn over a {T:.0f} s clock", flush=True)
 
     outcomes, differences = [], {}
     for name, with_dvc, cmd, n, unlock in (
@@ -190,6 +193,9 @@ def main() -> int:
         moments = sorted(rng.uniform(0, T) for _ in range(n))
         print(f"{name}: {n} kills at {', '.join(f'{m:.0f}' for m in moments)} s of the chain's clock", flush=True)
         got = chain(name, work, cmd, moments, unlock)
+        while not (ref / "results/synthetic/metrics.json").exists():  # a reused reference may still be running
+            time.sleep(10)
+        reference = finals(ref)
         final = finals(work)
         diff = sorted(k for k in set(reference) | set(final) if reference.get(k) != final.get(k))
         differences[name] = diff
