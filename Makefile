@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench perf clean-results which-python
+.PHONY: setup demo test test-fast bench perf faults clean-results which-python
 
 which-python:  ## the interpreter `make setup` would build .venv with
 	@test -n "$(PY)" || { echo "no Python 3.11 to 3.13 found (tried: $(PY_CANDIDATES)); install one or pass PY=/path/to/python" >&2; exit 1; }
@@ -42,3 +42,7 @@ bench: setup  ## wall time of the tiny profile, end to end
 PERF_ARGS ?= --quick --tree .
 perf: setup  ## speed figures (benchmarks/README.md); PERF_ARGS="--tree ." for the paper grid at 224 px (~30 min on 2 cores)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/perf.py $(PERF_ARGS)
+
+FAULTS_ARGS ?=
+faults: setup  ## SIGKILL the tiny pipeline at 10 seeded moments (+3 for dvc repro), check what survives (~1 h on 2 cores); FAULTS_ARGS=--quick for 2+1
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/faults.py $(FAULTS_ARGS)

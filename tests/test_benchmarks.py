@@ -39,3 +39,11 @@ def test_val_variants_trains_each_variant_and_prints_val_figures_only(small_mani
     assert [r["variant"] for r in rows] == ["a", "b"]
     assert all(0 <= r["val_counterfactual_iou"] <= 1 and "val_score" in r and "test" not in json.dumps(r) for r in rows)
     assert (tmp_path / "v/b/checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_fault_campaign_quick_mode_survives_every_kill():
+    """Two SIGKILLs of Snakemake and one of dvc repro at seeded moments; every table as uninterrupted."""
+    proc = subprocess.run([sys.executable, "benchmarks/faults.py", "--quick"], cwd=ROOT, capture_output=True, text=True)
+    assert "faults survived: 3/3" in proc.stdout and "differences: none" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0

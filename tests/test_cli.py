@@ -40,7 +40,7 @@ def test_data_steps_and_one_training_step_through_the_cli(tmp_path, write_params
     assert (processed / manifest["path"][0]).is_file() and (processed / manifest["mask_path"][0]).is_file()
     assert main(["train", "--params", *params, "--manifest", str(processed / "manifest.csv"),
                  "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c1-s0", "--out", str(run)]) == 0
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["summary"]["cycles"] == 1 and "torch" in ckpt["versions"]
     assert ckpt["params"]["train"]["steps"] == 3 and "report" not in ckpt["params"]  # only the keys it reads
     assert len(pd.read_csv(run / "log.csv")) == 3

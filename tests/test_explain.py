@@ -44,3 +44,63 @@ def test_explain_names_a_corrupt_file_and_writes_nothing(trained_run, tmp_path, 
 def test_explain_without_a_checkpoint(tmp_path, capsys):
     assert main(["explain", "--run", str(tmp_path / "nope"), str(tmp_path / "x.png")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+# --- out of distribution (cfgan.ood) -----------------------------------------------------------
+
+def _set_calibration(run, calibration):
+    import torch
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    if calibration is None:
+        ckpt["summary"].pop("ood")
+    else:
+        ckpt["summary"]["ood"] = {**ckpt["summary"]["ood"], **calibration}
+    torch.save(ckpt, run / "checkpoint.pt")
+
+
+def test_training_stores_a_calibration_from_the_val_split(trained_run, small_manifest):
+    import torch
+    from cfgan.data.datasets import load_split
+    ood = torch.load(trained_run / "checkpoint.pt", weights_only=True)["summary"]["ood"]
+    assert ood["n_val"] == len(load_split(small_manifest[1], "val")) and ood["alpha"] == 0.05
+    assert set(ood["thresholds"]) == {"p_fake", "disagreement"} and all(0 <= t <= 1 for t in ood["thresholds"].values())
+
+
+def test_explain_flags_an_image_beyond_the_thresholds_in_the_json_and_the_title(trained_run, tmp_path, monkeypatch):
+    import matplotlib.figure
+    titles = []
+    original = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda self, t, **kw: titles.append(t) or original(self, t, **kw))
+    image = save_image(tmp_path / "mine.png", (50, 40))
+    out = tmp_path / "expl"
+    _set_calibration(trained_run, {"thresholds": {"p_fake": -1.0, "disagreement": 2.0}})  # every p_fake is above -1
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out)]) == 0
+    record = json.loads((out / "mine.json").read_text())
+    assert record["out_of_distribution"] is True and len(record["out_of_distribution_reasons"]) == 1
+    assert "fake probability" in record["out_of_distribution_reasons"][0] and "val crops" in record["out_of_distribution_reasons"][0]
+    assert record["size"] == [50, 40] and titles and "OUT OF DISTRIBUTION" in titles[0]
+    _set_calibration(trained_run, {"thresholds": {"p_fake": 2.0, "disagreement": 2.0}})  # nothing exceeds 2
+    titles.clear()
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force"]) == 0
+    record = json.loads((out / "mine.json").read_text())
+    assert record["out_of_distribution"] is False and record["out_of_distribution_reasons"] == [] and not titles
+    _set_calibration(trained_run, None)  # a checkpoint without calibration cannot tell, and says so
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force"]) == 0
+    record = json.loads((out / "mine.json").read_text())
+    assert record["out_of_distribution"] is None and "no val calibration" in record["out_of_distribution_reasons"][0]
+
+
+def test_the_calibration_keeps_false_alarms_near_alpha_on_fresh_in_distribution_samples():
+    import torch
+    from cfgan.ood import ALPHA, assess, calibrate, signals
+
+    def sample(n, seed):
+        gen = torch.Generator().manual_seed(seed)
+        d = torch.distributions.Dirichlet(torch.tensor([4.0, 4.0, 1.0])).sample((n,))
+        g = torch.rand(n, generator=gen)
+        return d, torch.stack([1 - g, g], 1)
+
+    calibration = calibrate(*sample(5000, 0))
+    fresh = signals(*sample(20000, 1))
+    rate = sum(assess({k: v[i] for k, v in fresh.items()}, calibration)[0] for i in range(20000)) / 20000
+    assert abs(rate - ALPHA) < 0.01, rate

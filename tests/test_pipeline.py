@@ -12,22 +12,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import cfgan
 from conftest import ROOT, copy_workflow
+from test_code_deps import FIGURE_COLOURS, L1_DOUBLED, UNRELATED_COMMENT, edit
 
 ARTIFACTS = [f"tables/{t}.{ext}" for t in ("table1_fid", "table2_classification", "table3_fid_subsets",
                                             "table4_fakeness_correlation", "table5_segmentation") for ext in ("csv", "md")]
 ARTIFACTS += [f"figures/{f}.png" for f in ("fig2_counterfactuals", "fig3_pgd", "fig3_noise", "fig4_saliency", "fig5_iou_quantiles")]
 
 
-def snakemake(cwd: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+def snakemake(cwd: Path, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
     return subprocess.run([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/tiny", *args],
                           cwd=cwd, capture_output=True, text=True, env=env)
 
 
-def planned_rules(cwd: Path) -> set[str]:
+def planned_rules(cwd: Path, env: dict | None = None) -> set[str]:
     """The rules a dry run would execute."""
-    out = snakemake(cwd, "-n", "--quiet", "rules", "all")
+    out = snakemake(cwd, "-n", "--quiet", "rules", "all", env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout + out.stderr
     if "Nothing to be done" in text:
@@ -38,6 +40,39 @@ def planned_rules(cwd: Path) -> set[str]:
         if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
             rules.add(parts[0])
     return rules
+
+
+def check_snakemake_code_invalidation(work: Path) -> None:
+    """On a finished tiny run: each rule carries a hash of the cfgan modules its step imports. A copy
+    of the package (same content: nothing to do) is edited as a user would."""
+    package = work / "code" / "cfgan"
+    shutil.copytree(Path(cfgan.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = {"PYTHONPATH": str(package.parent)}
+    assert planned_rules(work, copy) == set()
+    evaluations = {"fid_real", "fid", "classify", "robustness", "uncertainty", "saliency"}
+    for change, expected in ((L1_DOUBLED, {"train", *evaluations, "report_with_masks", "all"}),  # not data, baselines, segmenters
+                             (FIGURE_COLOURS, {"report_with_masks", "all"}),
+                             (UNRELATED_COMMENT, set())):
+        text = edit(package, change)
+        assert planned_rules(work, copy) == expected, change[0]
+        (package / change[0]).write_text(text)
+    shutil.rmtree(work / "code")
+
+
+def check_dvc_code_invalidation(work: Path) -> None:
+    """On a finished `dvc repro` of the tiny dvc.yaml: each stage lists the cfgan files its step
+    imports, so `dvc status` names exactly the stages whose code an edit touches."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    evaluations = {f"{s}_synthetic" for s in ("fid_real", "fid", "classify", "classify_baseline", "robustness",
+                                               "robustness_baseline", "uncertainty", "saliency", "saliency_segmenter")}
+    for change, expected in ((L1_DOUBLED, {"train_synthetic", *evaluations}), (FIGURE_COLOURS, {"report_synthetic"}),
+                             (UNRELATED_COMMENT, set())):
+        text = edit(work / "src/cfgan", change)
+        changed = subprocess.run([sys.executable, "-m", "dvc", "status", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env,
+                                 capture_output=True, text=True).stdout
+        stages = {line.split(":")[-2].split("@")[0].strip() for line in changed.splitlines() if line.endswith(":") and "dvc.yaml:" in line}
+        (work / "src/cfgan" / change[0]).write_text(text)
+        assert stages == expected, (change[0], changed)
 
 
 @pytest.mark.slow
@@ -95,6 +130,7 @@ def test_tiny_profile_end_to_end(tmp_path):
     assert planned_rules(work) == {"robustness", "report_with_masks", "all"}
     overlay.write_text(original)
     assert planned_rules(work) == set()
+    check_snakemake_code_invalidation(work)
     report = snakemake(work, "--report", "report.html")
     assert report.returncode == 0, report.stderr[-2000:]
     html = (work / "report.html").read_text(errors="replace")
@@ -130,6 +166,7 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
     stages = {line.split(":")[-2].split("@")[0].strip() for line in changed.splitlines() if line.endswith(":") and "dvc.yaml:" in line}
     assert stages == {"robustness_synthetic", "robustness_baseline_synthetic"}, changed
     overlay.write_text(original)
+    check_dvc_code_invalidation(work)
     metrics = subprocess.run([*dvc, "metrics", "show"], cwd=work, env=env, capture_output=True, text=True)
     assert "iou_median_counterfactual" in metrics.stdout, metrics.stdout + metrics.stderr
     # an experiment on a loss weight, on top of the committed results (as users run it): `dvc exp run -S`

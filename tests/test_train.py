@@ -36,6 +36,6 @@ def test_a_seed_makes_a_run_repeat(small_manifest, tmp_path):
     assert a == b
     la, lb = pd.read_csv(tmp_path / "a/log.csv"), pd.read_csv(tmp_path / "b/log.csv")
     pd.testing.assert_frame_equal(la, lb)
-    ca = torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)["d"]
-    cb = torch.load(tmp_path / "b/checkpoint.pt", weights_only=False)["d"]
+    ca = torch.load(tmp_path / "a/checkpoint.pt", weights_only=True)["d"]
+    cb = torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)["d"]
     assert all(torch.equal(ca[k], cb[k]) for k in ca)

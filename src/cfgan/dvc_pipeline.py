@@ -13,10 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from .code_deps import dvc_deps
 from .config import baseline_runs, deep_merge, grid_runs, grid_seeds, read_yaml, segmenter_runs
 from .steps import has_masks, keys_for, present_keys
-
-CODE = "src/cfgan"
 
 
 def _params_section(step: str, files: list[str], base: dict, merged: dict, overlays: list[dict], dataset: str | None = None) -> list:
@@ -58,7 +57,7 @@ def build(files: list[str], wdir: str | None) -> dict:
         s["cmd"] = cmd
         if wdir:
             s["wdir"] = wdir
-        s["deps"] = deps + [CODE]
+        s["deps"] = deps + dvc_deps(step)  # the code this step imports, not all of src/
         s["params"] = _params_section(step, files, base, merged, overlays, dataset)
         s["outs"] = outs
         s.update(extra or {})

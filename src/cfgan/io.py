@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,11 +29,15 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         if is_dir and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            from .errors import UserError
+            raise UserError(f"{path}: could not be written ({exc.strerror}: the disk or a size quota is full); "
+                            f"nothing was left behind. Free space and rerun the step") from exc
         raise
 
 

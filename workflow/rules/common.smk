@@ -1,6 +1,7 @@
 # Shared helpers: which params files a run uses, which keys each step reads, what "all" means.
 import os
 
+from cfgan.code_deps import step_hash
 from cfgan.config import baseline_runs, grid_runs, grid_seeds, segmenter_runs
 from cfgan.steps import has_masks, keys_for, select
 
@@ -24,8 +25,9 @@ UNMASKED = [n for n in config["datasets"] if n not in MASKED]
 
 
 def step_params(step):
-    """The params keys one step reads (rerun trigger: only these)."""
-    return lambda w: select(config, keys_for(step, getattr(w, "dataset", None)))
+    """The params keys one step reads and a hash of the cfgan code it imports (rerun triggers:
+    only these; mtime is off, and the `code` trigger sees only the rule's own text)."""
+    return lambda w: {**select(config, keys_for(step, getattr(w, "dataset", None))), "cfgan_code": step_hash(step)}
 
 
 def datasets_of_kind(kind):

@@ -73,6 +73,8 @@ def extract(archive: Path, into: Path) -> None:
         extract_rar(archive, into)
     elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
+            for member in zf.infolist():  # check every name before writing any file
+                _safe_target(into, member.filename)
             for member in zf.infolist():
                 target = _safe_target(into, member.filename)
                 if member.is_dir():

@@ -78,6 +78,13 @@ def read_mask_values(path: str | Path) -> np.ndarray:
         with im:
             if im.mode in ("I;16", "I;16L", "I;16B", "I", "F"):
                 return np.asarray(im).astype(np.int64)
+            if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                rgb = np.asarray(im.convert("RGB")).astype(np.int16)
+                # a colour picture, not a label map (e.g. a photo in the masks folder); JPEG-stored grey
+                # masks keep a little chroma noise, hence the tolerance
+                if ((rgb.max(2) - rgb.min(2)) > 16).mean() > 0.01:
+                    raise UserError(f"{path}: mask is a colour image ({im.mode}); expected a grey-scale label map "
+                                    "(0 = background, damage from mask_min_value up)")
             return np.asarray(im.convert("L"))
     except _READ_ERRORS as exc:
         raise UserError(f"{path}: not a readable mask ({exc.__class__.__name__}: {exc})") from exc

@@ -35,7 +35,7 @@ def _local_weights(weights: str | None, allow_untrained: bool):
 
     def loader(url, *args, **kwargs):
         if weights is not None:
-            return torch.load(weights, map_location="cpu")
+            return torch.load(weights, map_location="cpu", weights_only=True)
         return _KeepRandomInit()
 
     def load_state_dict(self, state_dict, *args, **kwargs):

@@ -16,6 +16,7 @@ from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict
 from ..models import build_discriminator
 from .common import as_checkpoint, autocast, batch_indices, device, prepare, save_run, seed_everything
+from .common import rebuilds
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:
@@ -54,6 +55,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     return summary
 
 
+@rebuilds
 def load_baseline(source, dev="cpu"):
     ckpt = as_checkpoint(source)
     s = ckpt["summary"]

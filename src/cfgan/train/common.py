@@ -1,9 +1,17 @@
-"""What every training run shares: seeding, devices, checkpoints that say what made them."""
+"""What every training run shares: seeding, devices, checkpoints that say what made them.
+
+Checkpoints are shared (a DVC remote, a colleague's run folder, `cfgan explain --run`), so they
+hold only tensors and plain values and are read with `torch.load(weights_only=True)`: a file
+whose unpickling would run code is refused, never executed.
+"""
 
 from __future__ import annotations
 
+import functools
+import pickle
 import platform
 import random
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -52,15 +60,40 @@ def autocast(dev: torch.device):
     return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
 
 
+# The layout of checkpoint.pt / resume.pt. Raise it when a change makes older files unreadable
+# (renamed keys, new required entries), so that loading one says so instead of failing later.
+CHECKPOINT_FORMAT = 1
+
+
 def versions() -> dict:
     import timm
-    return {"cfgan": __version__, "torch": torch.__version__, "timm": timm.__version__,
+    return {"cfgan": __version__, "torch": str(torch.__version__), "timm": timm.__version__,
             "python": platform.python_version(), "device": str(device())}
+
+
+def plain(value):
+    """Tensors and plain Python values only (what weights_only=True reads back): numpy scalars become
+    Python numbers, str subclasses (torch.__version__) become str. State dicts (OrderedDicts of
+    tensors, with their version metadata) pass unchanged."""
+    if isinstance(value, (torch.Tensor, OrderedDict)) or value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value) if type(value) in (list, tuple) else [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    raise TypeError(f"checkpoint entry of type {type(value).__name__} is not a tensor or plain value")
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save(plain({**payload, "format": CHECKPOINT_FORMAT}), tmp)
 
 
 def save_run(out_dir: Path, payload: dict, log: list[dict]) -> None:
@@ -77,7 +110,66 @@ def as_checkpoint(source) -> dict:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint safely; every way it can be wrong is a UserError naming the file."""
     from ..errors import UserError
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (train the run first)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: checkpoint is empty (0 bytes): a copy or download was cut short; fetch it again or retrain")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "") or _calls_in_pickle(path)
+        if not why:
+            raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt: "
+                            f"{str(exc).strip().splitlines()[-1][:200]}); fetch it again or retrain") from None
+        raise UserError(f"{path}: refused to load: the file holds objects other than tensors and plain values, and "
+                        f"unpickling them could run code ({why}). cfgan checkpoints never do; use only checkpoints "
+                        f"written by `cfgan train` from a source you trust") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, IndexError, ... for damaged files
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt: {exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); fetch it again or retrain") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: not a cfgan checkpoint (holds a {type(ckpt).__name__}, expected a mapping)")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        made_by = (ckpt.get("versions") or {}).get("cfgan", "an unknown version")
+        raise UserError(f"{path}: checkpoint format {ckpt.get('format', '(none)')} written by cfgan {made_by}; this cfgan "
+                        f"{__version__} reads format {CHECKPOINT_FORMAT} only: retrain the run with this version")
+    ckpt["file"] = str(path)  # so that later errors (rebuilding the model) can name it
+    return ckpt
+
+
+def _calls_in_pickle(path: Path) -> str:
+    """For a plain pickle (not torch's zip format): whether it imports objects (what a code-running
+    payload needs), read with pickletools, which parses opcodes and executes nothing."""
+    import pickletools
+    try:
+        with open(path, "rb") as f:
+            ops = [op.name for op, _, _ in pickletools.genops(f)]
+    except Exception:
+        return ""  # not a pickle at all: damaged, not malicious
+    calls = sorted({o for o in ops if o in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE")})
+    return f"the pickle uses {', '.join(calls)}" if calls else ""
+
+
+def rebuilds(loader):
+    """Decorate a `load_*(source, dev)` function: a checkpoint whose models this code cannot rebuild
+    (another architecture or size, a name the registry lacks, missing entries) is a UserError."""
+    @functools.wraps(loader)
+    def wrapper(source, *args, **kwargs):
+        from ..errors import UserError
+        try:
+            return loader(source, *args, **kwargs)
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            if isinstance(exc, torch.OutOfMemoryError):  # the device, not the checkpoint
+                raise
+            ckpt = source if isinstance(source, dict) else {"file": str(source)}
+            summary = ckpt.get("summary", {}) if isinstance(ckpt.get("summary"), dict) else {}
+            what = ", ".join(f"{k} {summary[k]}" for k in ("run", "image_size") if k in summary) or "no summary"
+            made_by = (ckpt.get("versions") or {}).get("cfgan", "an unknown version")
+            detail = " ".join(line.strip() for line in str(exc).splitlines())[:300] or "no detail"
+            raise UserError(f"{ckpt.get('file', '(checkpoint)')}: cannot rebuild its models ({what}; written by cfgan "
+                            f"{made_by}, this is {__version__}): it was made for another architecture or version "
+                            f"than this code builds ({exc.__class__.__name__}: {detail})") from None
+    return wrapper

@@ -20,8 +20,10 @@ from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
 from ..models import build_discriminator, build_generator
+from ..ood import calibrate_run
 from .common import (as_checkpoint, autocast, batch_indices, device, load_checkpoint, prepare, save_checkpoint, save_run,
                      seed_everything)
+from .common import rebuilds
 from .losses import discriminator_loss, generator_losses
 
 # A run is reported as collapsed when, at its selected step on val, ...
@@ -190,11 +192,13 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                "best_step": best["step"], "val_score": best["score"], "val_f1_d": best["row"]["val_f1_d"],
                "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
                "balance": balance, "g_every": cfg["g_every"], "image_size": image_size}
+    summary["ood"] = calibrate_run(g, d, best, val, params["evaluate"]["batch_size"], seed, dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
     return summary
 
 
+@rebuilds
 def load_gan(source, dev="cpu"):
     """Rebuild G and D from a checkpoint, in eval mode."""
     ckpt = as_checkpoint(source)

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..evaluate.saliency import choose_threshold
 from ..models import build_segmenter
 from .common import as_checkpoint, autocast, batch_indices, device, prepare, save_run, seed_everything
+from .common import rebuilds
 
 
 @torch.no_grad()
@@ -91,6 +92,7 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
     return summary
 
 
+@rebuilds
 def load_segmenter(source, dev="cpu"):
     ckpt = as_checkpoint(source)
     s = ckpt["summary"]
