@@ -191,7 +191,7 @@ def test_a_manifest_pointing_at_a_deleted_crop_is_named(small_manifest, tmp_path
     crop.unlink()
     params = [str(ROOT / "params.yaml"), str(tmp_path / "overlay.yaml")]  # small_manifest's own overlay
     run = tmp_path / "run"
-    assert main(["train", "--params", *params, "--manifest", str(manifest), "--run", "cnn_unet-resnet3-c0", "--out", str(run)]) == 2
+    assert main(["train", "--params", *params, "--manifest", str(manifest), "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-s0", "--out", str(run)]) == 2
     err = capsys.readouterr().err
     assert f"{crop}: not a readable image (FileNotFoundError" in err and not files_under(run)
 

@@ -26,7 +26,7 @@ class _Payload:
 @pytest.fixture
 def trained_run(small_manifest, tmp_path):
     params, manifest = small_manifest
-    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1", tmp_path / "run")
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "run")
     return tmp_path / "run", manifest
 
 
@@ -44,7 +44,7 @@ def test_a_trained_checkpoint_holds_only_tensors_and_plain_values(trained_run):
     run, _ = trained_run
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)  # would raise on anything else
     assert ckpt["format"] == CHECKPOINT_FORMAT and type(ckpt["versions"]["torch"]) is str
-    assert load_checkpoint(run / "checkpoint.pt")["summary"]["run"] == "cnn_unet-resnet3-c1"
+    assert load_checkpoint(run / "checkpoint.pt")["summary"]["run"] == "cnn_unet-resnet3-c1-s0"
 
 
 @pytest.mark.parametrize("how", ["torch.save", "pickle.dump"])

@@ -403,7 +403,7 @@ def test_the_readme_commands_for_your_own_images_work_as_written(tmp_path):
         proc = dry(words[1:])
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert "data/raw/mine/index.csv" in proc.stdout and "results/mine/tables/table1_fid.csv" in proc.stdout
-    assert "results/mine/runs/cnn_unet-resnet3-c0" in proc.stdout and "swin_unet" not in proc.stdout  # tiny grid
+    assert "results/mine/runs/cnn_unet-resnet3-c0-s0" in proc.stdout and "swin_unet" not in proc.stdout  # tiny grid
     swallowed = dry(["--cores", "2", "--configfile", "params.yaml", "my.yaml", "all"])  # the old README's order
     assert swallowed.returncode != 0 and "No such file or directory: 'all'" in swallowed.stdout + swallowed.stderr
 
