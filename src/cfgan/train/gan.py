@@ -99,7 +99,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path) -> dict:
         log.append(row)
     summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles,
                "best_step": best["step"], "val_f1_d": best["f1"], "image_size": image_size}
-    summary["ood"] = calibrate_run(g, d, best, val, params["evaluate"]["batch_size"], params["seed"], dev)  # for `cfgan explain`
+    summary["ood"] = calibrate_run(g, d, best, train, val, params["seed"], dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
     return summary
