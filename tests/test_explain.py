@@ -65,7 +65,7 @@ def test_training_stores_a_calibration_from_the_val_split(trained_run, small_man
     manifest = small_manifest[1]
     assert ood["n_val"] == len(load_split(manifest, "val")) and ood["n_train"] == len(load_split(manifest, "train"))
     assert set(ood["thresholds"]) == {"p_fake", "disagreement", "feature_distance", "colour_distance"} and ood["alpha"] == 0.05
-    assert 0 <= ood["thresholds"]["p_fake"] <= 1 and ood["feature_mean"].shape == ood["feature_std"].shape
+    assert 0 <= ood["thresholds"]["p_fake"] <= 1 and ood["features_mean"].shape == ood["features_std"].shape
     assert ood["colour_mean"].shape == (6,)  # per-channel mean and sd
 
 
