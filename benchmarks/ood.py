@@ -23,7 +23,7 @@ import torch
 from cfgan.data.datasets import load_split
 from cfgan.data.images import list_images, read_rgb
 from cfgan.explain import inputs
-from cfgan.ood import ALPHA, assess, signals
+from cfgan.ood import ALPHA, assess, calibrate_run, outputs, signals
 from cfgan.train.gan import load_gan
 
 
@@ -32,20 +32,11 @@ def images_in(folder: Path, limit: int, rng: random.Random) -> list[Path]:
     return sorted(rng.sample(files, min(limit, len(files))))
 
 
-@torch.no_grad()
 def flagged(g, d, calibration, x: torch.Tensor, seed: int = 0) -> tuple[float, dict[str, float]]:
-    z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
-    out, per_signal = [], {k: [] for k in calibration["thresholds"]}
-    for start in range(0, len(x), 128):
-        xb, zb = x[start:start + 128], z[start:start + 128]
-        _, logits = g(xb, zb)
-        values = signals(d(xb).softmax(1), logits.softmax(1))
-        for i in range(len(xb)):
-            ood, _ = assess({k: v[i] for k, v in values.items()}, calibration)
-            out.append(ood)
-            for k, t in calibration["thresholds"].items():
-                per_signal[k].append(values[k][i] > t)
-    return float(np.mean(out)), {k: float(np.mean(v)) for k, v in per_signal.items()}
+    """The fraction flagged (as `cfgan explain` decides), and by each signal alone."""
+    values = signals(outputs(g, d, x, seed), calibration)
+    flags = [assess({k: v[i] for k, v in values.items()}, calibration)[0] for i in range(len(x))]
+    return float(np.mean(flags)), {k: float(np.mean(values[k] > t)) for k, t in calibration["thresholds"].items()}
 
 
 def main() -> int:
@@ -55,10 +46,15 @@ def main() -> int:
     parser.add_argument("--foreign", type=Path, nargs="*", default=[], help="folders of another domain's photos")
     parser.add_argument("--raw", type=Path, help="the data set's whole source images (another scale)")
     parser.add_argument("--limit", type=int, default=300, help="images per set (seeded sample)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="calibrate again from the manifest's train and val splits with this code (as training would)")
     args = parser.parse_args()
     rng = random.Random(0)
     g, d, ckpt = load_gan(args.run / "checkpoint.pt" if args.run.is_dir() else args.run)
     calibration, size = ckpt["summary"].get("ood"), ckpt["summary"]["image_size"]
+    if args.recalibrate:
+        calibration = calibrate_run(g, d, ckpt, load_split(args.manifest, "train"), load_split(args.manifest, "val"),
+                                    ckpt["params"]["seed"], "cpu")
     if not calibration:
         print(f"{args.run}: no calibration in this checkpoint (trained before cfgan.ood)", file=sys.stderr)
         return 1
@@ -73,10 +69,12 @@ def main() -> int:
     sets["blank images"] = inputs(blanks, size)
     if args.raw:
         sets["whole source images (another scale)"] = inputs([read_rgb(p) for p in images_in(args.raw, args.limit, rng)], size)
-    print(f"\n| images | n | flagged out of distribution | by p_fake | by disagreement |\n|---|---:|---:|---:|---:|")
+    names = list(calibration["thresholds"])
+    print(f"\n| images | n | flagged out of distribution | " + " | ".join(f"by {n}" for n in names) + " |")
+    print("|---|---:|---:|" + "---:|" * len(names))
     for name, x in sets.items():
         rate, per = flagged(g, d, calibration, x)
-        print(f"| {name} | {len(x)} | {rate:.3f} | {per['p_fake']:.3f} | {per['disagreement']:.3f} |")
+        print(f"| {name} | {len(x)} | {rate:.3f} | " + " | ".join(f"{per[n]:.3f}" for n in names) + " |")
     return 0
 
 

@@ -62,8 +62,11 @@ def test_training_stores_a_calibration_from_the_val_split(trained_run, small_man
     import torch
     from cfgan.data.datasets import load_split
     ood = torch.load(trained_run / "checkpoint.pt", weights_only=True)["summary"]["ood"]
-    assert ood["n_val"] == len(load_split(small_manifest[1], "val")) and ood["alpha"] == 0.05
-    assert set(ood["thresholds"]) == {"p_fake", "disagreement"} and all(0 <= t <= 1 for t in ood["thresholds"].values())
+    manifest = small_manifest[1]
+    assert ood["n_val"] == len(load_split(manifest, "val")) and ood["n_train"] == len(load_split(manifest, "train"))
+    assert set(ood["thresholds"]) == {"p_fake", "disagreement", "feature_distance", "colour_distance"} and ood["alpha"] == 0.05
+    assert 0 <= ood["thresholds"]["p_fake"] <= 1 and ood["features_mean"].shape == ood["features_std"].shape
+    assert ood["colour_mean"].shape == (6,)  # per-channel mean and sd
 
 
 def test_explain_flags_an_image_beyond_the_thresholds_in_the_json_and_the_title(trained_run, tmp_path, monkeypatch):
@@ -95,12 +98,14 @@ def test_the_calibration_keeps_false_alarms_near_alpha_on_fresh_in_distribution_
     from cfgan.ood import ALPHA, assess, calibrate, signals
 
     def sample(n, seed):
-        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
         d = torch.distributions.Dirichlet(torch.tensor([4.0, 4.0, 1.0])).sample((n,))
-        g = torch.rand(n, generator=gen)
-        return d, torch.stack([1 - g, g], 1)
+        g = torch.rand(n)
+        return {"d_probs": d, "g_probs": torch.stack([1 - g, g], 1), "features": torch.randn(n, 16) * 3 + 1,
+                "colour": torch.rand(n, 6)}
 
-    calibration = calibrate(*sample(5000, 0))
-    fresh = signals(*sample(20000, 1))
+    calibration = calibrate(sample(5000, 0), sample(5000, 1))
+    fresh = signals(sample(20000, 2), calibration)
+    assert len(fresh) == 4
     rate = sum(assess({k: v[i] for k, v in fresh.items()}, calibration)[0] for i in range(20000)) / 20000
     assert abs(rate - ALPHA) < 0.01, rate

@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 from .data.images import read_rgb  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
-from .ood import assess, signals  # noqa: E402
+from .ood import assess, outputs, signals  # noqa: E402
 from .train.gan import load_gan  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def explain(run: str, images: list[str], out: Path, force: bool = False, seed: i
     with torch.no_grad():
         x_cf, g_logits = g(x, z)
         d_probs = d(x).softmax(1)
-    values = signals(d_probs, g_logits.softmax(1))
+    values = signals(outputs(g, d, x, seed), ckpt["summary"].get("ood"))
     written = []
     for i, (path, (cf_png, sal_png, js)) in enumerate(zip(images, targets)):
         cf = (x_cf[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

@@ -192,7 +192,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                "best_step": best["step"], "val_score": best["score"], "val_f1_d": best["row"]["val_f1_d"],
                "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
                "balance": balance, "g_every": cfg["g_every"], "image_size": image_size}
-    summary["ood"] = calibrate_run(g, d, best, val, params["evaluate"]["batch_size"], seed, dev)  # for `cfgan explain`
+    summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
     return summary
