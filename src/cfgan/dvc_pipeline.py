@@ -15,27 +15,19 @@ import yaml
 
 from .code_deps import dvc_deps
 from .config import baseline_runs, deep_merge, grid_runs, grid_seeds, read_yaml, segmenter_runs
-from .steps import has_masks, keys_for, present_keys
+from .steps import has_key, has_masks, keys_for, present_keys
 
 
 def _params_section(step: str, files: list[str], base: dict, merged: dict, overlays: list[dict], dataset: str | None = None) -> list:
     """params.yaml keys as a plain list; an overlay's keys under its file name, where it sets them
     (an optional key only where some file holds it)."""
     keys = keys_for(step, dataset)
-    out: list = [k for k in present_keys(merged, keys) if _has(base, k) or not k + "?" in keys]
+    out: list = [k for k in present_keys(merged, keys) if has_key(base, k) or not k + "?" in keys]
     for name, overlay in zip(files[1:], overlays):
-        present = [k for k in present_keys(merged, keys) if _has(overlay, k)]
+        present = [k for k in present_keys(merged, keys) if has_key(overlay, k)]
         if present:
             out.append({name: present})
     return out
-
-
-def _has(tree: dict, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return False
-        tree = tree[part]
-    return True
 
 
 def build(files: list[str], wdir: str | None) -> dict:

@@ -34,7 +34,8 @@ def keys_for(step: str, dataset: str | None = None) -> list[str]:
     return [k.format(dataset=dataset) for k in STEP_KEYS[step] if dataset is not None or "{dataset}" not in k]
 
 
-def _lookup(params: dict, dotted: str) -> bool:
+def has_key(params: dict, dotted: str) -> bool:
+    """Whether the nested dict holds the dotted key (e.g. 'train.loss.l1')."""
     for part in dotted.split("."):
         if not isinstance(params, dict) or part not in params:
             return False
@@ -44,7 +45,7 @@ def _lookup(params: dict, dotted: str) -> bool:
 
 def present_keys(params: dict, keys: list[str]) -> list[str]:
     """The keys without their "?", optional ones only where params hold them."""
-    return [k.rstrip("?") for k in keys if not k.endswith("?") or _lookup(params, k.rstrip("?"))]
+    return [k.rstrip("?") for k in keys if not k.endswith("?") or has_key(params, k.rstrip("?"))]
 
 
 def select(params: dict, keys: list[str]) -> dict[str, Any]:

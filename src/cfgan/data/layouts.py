@@ -65,28 +65,10 @@ def scan_folder(folder: Path, masks: str | None, mask_dir: Path | None, suffix: 
 def _pair_beside(folder: Path, files: list[Path], found: Found, suffix: str, extension: str) -> Found:
     def is_mask(p: Path) -> bool:
         return p.stem.endswith(suffix) if suffix else p.suffix.lower() == extension
-    masks = _by_stem([p for p in files if is_mask(p)])
-    images = [p for p in files if not is_mask(p)]
-    used = set()
-    for stem, group in _by_stem(images).items():
-        if len(group) > 1:
-            kind = f"*{suffix}.*" if suffix else f"*{extension}"
-            found.problems.append(f"{folder}: {' and '.join(p.name for p in group)} share the stem {stem!r} and neither "
-                                  f"is a mask (masks here are {kind}); rename one")
-            continue
-        candidates = masks.get(stem + suffix, [])
-        if len(candidates) > 1:
-            found.problems.append(f"{folder}: {' and '.join(p.name for p in candidates)} both fit image "
-                                  f"{group[0].name} as its mask; keep one")
-            continue
-        mask = candidates[0] if candidates else None
-        if mask is None:
-            found.unpaired_images.append(group[0])
-        else:
-            used.add(mask)
-        found.pairs.append((group[0], mask))
-    found.unpaired_masks = sorted({m for group in masks.values() for m in group} - used)
-    return found
+    masks = [p for p in files if is_mask(p)]
+    kind = f"*{suffix}.*" if suffix else f"*{extension}"
+    return _pair(folder, [p for p in files if not is_mask(p)], masks, found, suffix, folder,
+                 f" and neither is a mask (masks here are {kind}); rename one", " as its mask")
 
 
 def _pair_parallel(folder: Path, images: list[Path], found: Found, mask_dir: Path | None, suffix: str) -> Found:
@@ -94,17 +76,22 @@ def _pair_parallel(folder: Path, images: list[Path], found: Found, mask_dir: Pat
         found.problems.append(f"{mask_dir}: mask folder missing (layout.masks names it)")
         return found
     mask_files, _ = _files(mask_dir)
+    return _pair(folder, images, mask_files, found, suffix, mask_dir, ", so one mask name would fit both; rename one", "")
+
+
+def _pair(folder: Path, images: list[Path], mask_files: list[Path], found: Found, suffix: str, mask_place: Path,
+          clash: str, fits: str) -> Found:
+    """Each image with the mask named `<stem><suffix>.*`; ambiguous names become problems, not guesses."""
     by_stem = _by_stem(mask_files)
     used = set()
     for stem, group in _by_stem(images).items():
         if len(group) > 1:
-            found.problems.append(f"{folder}: {' and '.join(p.name for p in group)} share the stem {stem!r}, so "
-                                  f"one mask name would fit both; rename one")
+            found.problems.append(f"{folder}: {' and '.join(p.name for p in group)} share the stem {stem!r}{clash}")
             continue
         candidates = by_stem.get(stem + suffix, [])
         if len(candidates) > 1:
-            found.problems.append(f"{mask_dir}: {' and '.join(p.name for p in candidates)} both fit image "
-                                  f"{group[0].name}; keep one")
+            found.problems.append(f"{mask_place}: {' and '.join(p.name for p in candidates)} both fit image "
+                                  f"{group[0].name}{fits}; keep one")
             continue
         mask = candidates[0] if candidates else None
         if mask is None:
