@@ -183,21 +183,14 @@ def cmd_fid(args):
     _write_eval(frame, args.out)
 
 
-def _checkpoint_or_references(args) -> Path | None:
-    """A checkpoint to evaluate, or None for the training-free references (`--references`)."""
-    if bool(args.checkpoint) == bool(args.references):
-        raise UserError(f"cfgan {args.step}: give exactly one of --checkpoint (a trained run) or --references "
-                        "(the training-free baselines)")
-    return Path(args.checkpoint) if args.checkpoint else None
-
-
 def cmd_classify(args):
-    from .evaluate.run import run_classify, run_classify_references
-    p, checkpoint = _params(args, "classify"), _checkpoint_or_references(args)
-    if checkpoint is None:
-        _write_eval(run_classify_references(p, Path(args.manifest), args.dataset), args.out)
-    else:
-        _write_eval(run_classify(p, Path(args.manifest), checkpoint, args.dataset), args.out)
+    from .evaluate.run import run_classify
+    _write_eval(run_classify(_params(args, "classify"), Path(args.manifest), Path(args.checkpoint), args.dataset), args.out)
+
+
+def cmd_classify_references(args):
+    from .evaluate.references import run_classify_references
+    _write_eval(run_classify_references(_params(args, "classify-references"), Path(args.manifest), args.dataset), args.out)
 
 
 def cmd_robustness(args):
@@ -211,13 +204,16 @@ def cmd_uncertainty(args):
 
 
 def cmd_saliency(args):
-    from .evaluate.run import run_saliency, run_saliency_references
-    p, checkpoint = _params(args, "saliency"), _checkpoint_or_references(args)
+    from .evaluate.run import run_saliency
     with atomic_path(args.examples) as ex:
-        if checkpoint is None:
-            frame = run_saliency_references(p, Path(args.manifest), args.dataset, ex)
-        else:
-            frame = run_saliency(p, Path(args.manifest), checkpoint, args.dataset, ex)
+        frame = run_saliency(_params(args, "saliency"), Path(args.manifest), Path(args.checkpoint), args.dataset, ex)
+    _write_eval(frame, args.out)
+
+
+def cmd_saliency_references(args):
+    from .evaluate.references import run_saliency_references
+    with atomic_path(args.examples) as ex:
+        frame = run_saliency_references(_params(args, "saliency-references"), Path(args.manifest), args.dataset, ex)
     _write_eval(frame, args.out)
 
 
@@ -263,12 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     step("fid-real", cmd_fid_real, "Inception features of the real test crops (once per data set)", "manifest", "out")
     step("fid", cmd_fid, "FID of counterfactuals (full / und. / dam.)", "manifest", "checkpoint", "real-features",
          "dataset", "out", "examples")
-    for sp in (step("classify", cmd_classify, "accuracy, F1, precision, recall on test (or the trivial classifiers')",
-                    "manifest", "dataset", "out"),
-               step("saliency", cmd_saliency, "saliency IoU and f1_tol2: counterfactual vs Grad-CAM, a segmenter's, or the "
-                    "training-free references", "manifest", "dataset", "out", "examples")):
-        sp.add_argument("--checkpoint", help="a trained run's checkpoint.pt")
-        sp.add_argument("--references", action="store_true", help="evaluate the training-free references instead")
+    step("classify", cmd_classify, "accuracy, F1, precision, recall on test", "manifest", "checkpoint", "dataset", "out")
+    step("classify-references", cmd_classify_references, "the trivial classifiers (all damaged, all undamaged) on test",
+         "manifest", "dataset", "out")
+    step("saliency", cmd_saliency, "saliency IoU and f1_tol2: counterfactual vs Grad-CAM, or a segmenter's",
+         "manifest", "checkpoint", "dataset", "out", "examples")
+    step("saliency-references", cmd_saliency_references, "the training-free saliency maps (local contrast, random, "
+         "all pixels), scored like the learned ones", "manifest", "dataset", "out", "examples")
     step("robustness", cmd_robustness, "targeted PGD and Gaussian-noise sweeps", "manifest", "checkpoint", "dataset", "out")
     step("uncertainty", cmd_uncertainty, "correlation of p_fake with per-sample NLL", "manifest", "checkpoint", "dataset", "out")
     step("report", cmd_report, "the paper's tables and figures for one data set", "evaluations", "out")

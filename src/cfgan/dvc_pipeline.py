@@ -50,7 +50,9 @@ def build(files: list[str], wdir: str | None) -> dict:
         if wdir:
             s["wdir"] = wdir
         s["deps"] = deps + dvc_deps(step)  # the code this step imports, not all of src/
-        s["params"] = _params_section(step, files, base, merged, overlays, dataset)
+        params_used = _params_section(step, files, base, merged, overlays, dataset)
+        if params_used:  # the trivial classifiers read no params at all
+            s["params"] = params_used
         s["outs"] = outs
         s.update(extra or {})
         stages[name] = s
@@ -94,8 +96,8 @@ def build(files: list[str], wdir: str | None) -> dict:
                   f"--out {ev}/{kind_dir}/baseline-${{item.backbone}}-s${{item.seed}}.csv", [f"data/processed/{ds}", ckpt_base],
                   [f"{ev}/{kind_dir}/baseline-${{item.backbone}}-s${{item.seed}}.csv"], step,
                   matrix={"backbone": backbones, "seed": seeds})
-        stage(f"classify_references_{ds}", f"cfgan classify {common} --references --out {ev}/classification/references.csv",
-              [f"data/processed/{ds}"], [f"{ev}/classification/references.csv"], "classify")
+        stage(f"classify_references_{ds}", f"cfgan classify-references {common} --out {ev}/classification/references.csv",
+              [f"data/processed/{ds}"], [f"{ev}/classification/references.csv"], "classify-references")
         report_deps = [f"{ev}/{k}/{run}.csv" for k in ("fid", "uncertainty", "classification", "robustness") for run in runs]
         report_deps += [f"{ev}/{k}/{b}.csv" for k in ("classification", "robustness") for b in baseline_runs(merged)]
         report_deps += [f"{ev}/classification/references.csv"]
@@ -115,9 +117,9 @@ def build(files: list[str], wdir: str | None) -> dict:
                       "saliency", matrix={"arch": archs, "seed": seeds})
                 report_deps += [f"{ev}/saliency/{a}.csv" for a in segmenter_runs(merged)]
                 report_deps += [f"{ev}/examples/{a}_saliency.npz" for a in segmenter_runs(merged)]
-            stage(f"saliency_references_{ds}", f"cfgan saliency {common} --references --out {ev}/saliency/references.csv "
+            stage(f"saliency_references_{ds}", f"cfgan saliency-references {common} --out {ev}/saliency/references.csv "
                   f"--examples {ev}/examples/references_saliency.npz", [f"data/processed/{ds}"],
-                  [f"{ev}/saliency/references.csv", f"{ev}/examples/references_saliency.npz"], "saliency")
+                  [f"{ev}/saliency/references.csv", f"{ev}/examples/references_saliency.npz"], "saliency-references")
             report_deps += [f"{ev}/saliency/references.csv", f"{ev}/examples/references_saliency.npz"]
             stage(f"saliency_{ds}", f"cfgan saliency {common} --checkpoint {ckpt_gan} --out {ev}/saliency/${{item.run}}.csv "
                   f"--examples {ev}/examples/${{item.run}}_saliency.npz", [f"data/processed/{ds}", ckpt_gan],

@@ -21,9 +21,11 @@ STEP_KEYS: dict[str, list[str]] = {
     "fid-real": ["evaluate.fid", "evaluate.batch_size"],
     "fid": ["seed", "evaluate.fid", "evaluate.batch_size"],
     "classify": ["seed", "evaluate.batch_size"],
+    "classify-references": [],
     "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
     "uncertainty": ["seed", "evaluate.batch_size"],
     "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size"],
+    "saliency-references": ["seed", "evaluate.saliency"],
     "report": ["grid", "segmenter.architectures", "report"],
 }
 # A key ending in "?" is optional: read when the params hold it, skipped when they do not.

@@ -136,13 +136,13 @@ rule classify_references:
         "results/{dataset}/evaluations/classification/references.csv",
     params:
         files=PARAMS,
-        cfg=step_params("classify"),
+        cfg=step_params("classify-references"),
     conda:
         "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/evaluate/classify-references.log",
     shell:
-        "cfgan classify --params {params.files} --manifest {input.manifest} --references "
+        "cfgan classify-references --params {params.files} --manifest {input.manifest} "
         "--dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
@@ -156,12 +156,12 @@ rule saliency_references:
         dataset=alternatives(MASKED),
     params:
         files=PARAMS,
-        cfg=step_params("saliency"),
+        cfg=step_params("saliency-references"),
     threads: workflow.cores
     conda:
         "../envs/cfgan.yaml"
     log:
         "logs/{dataset}/evaluate/saliency-references.log",
     shell:
-        "OMP_NUM_THREADS={threads} cfgan saliency --params {params.files} --manifest {input.manifest} --references "
+        "OMP_NUM_THREADS={threads} cfgan saliency-references --params {params.files} --manifest {input.manifest} "
         "--dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"

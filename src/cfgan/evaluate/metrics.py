@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+NEARLY_ALL_PIXELS = 0.9    # a saliency mask covering more than this fraction of a crop's pixels is flagged
+
 
 def binary_metrics(y_true, y_pred) -> dict[str, float]:
     y_true, y_pred = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .metrics import iou
+from .metrics import NEARLY_ALL_PIXELS, iou  # noqa: F401 (NEARLY_ALL_PIXELS: used by the evaluation step)
 
 TOLERANCE_PX = 2           # f1_tol2: crack-detection benchmarks' distance tolerance
-NEARLY_ALL_PIXELS = 0.9    # a mask covering more than this fraction of a crop's pixels is flagged
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:

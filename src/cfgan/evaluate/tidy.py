@@ -13,3 +13,13 @@ def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
         if col not in frame:
             frame[col] = ""
     return frame[COLUMNS]
+
+
+def tidy_frame(rows: list[dict], dataset: str, run: str, model=None, note: str = "") -> pd.DataFrame:
+    """Rows of one evaluation, with the data set, run, model and note filled in where a row has none."""
+    for r in rows:
+        r.setdefault("dataset", dataset)
+        r.setdefault("run", run)
+        r.setdefault("model", model)
+        r.setdefault("note", note)
+    return rows_to_frame(rows)

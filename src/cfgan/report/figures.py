@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ..config import split_seed  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 
 
@@ -46,7 +47,6 @@ def fig2_counterfactuals(examples: dict, path: Path, title: str) -> None:
 def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str, trivial: dict[str, float] | None = None) -> None:
     """F1 against attack strength per configuration: the line is the mean over seeds, the band
     one standard deviation; the trivial classifiers' F1 (constant under any attack) dotted."""
-    from ..config import split_seed
     r = rob[rob["condition"].str.startswith(attack + "=")].copy()
     r["strength"] = r["condition"].str.split("=").str[1].astype(float)
     r["model_run"] = r["run"].map(lambda run: split_seed(run)[0]) + " (" + r["model"] + ")"
@@ -92,7 +92,6 @@ def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, 
 def fig5_iou_quantiles(sal: pd.DataFrame, path: Path) -> None:
     """IoU at each quantile of the damaged test crops, per method and configuration: the line is
     the mean of the per-seed quantile curves, the band their standard deviation."""
-    from ..config import split_seed
     per_image = sal[sal["metric"] == "iou"]
     rows = []
     for (run, method), grp in per_image.groupby(["run", "model"]):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..config import split_seed
+
 
 def headline(cls: pd.DataFrame, rob: pd.DataFrame, unc: pd.DataFrame, sal: pd.DataFrame) -> dict:
     """{configuration: {metric: value}}: test F1 of each classifier, F1 at the sweeps' middle
     strengths, the fakeness correlation, and the median saliency IoU of every method; each the
     mean over seeds (a run's name without `-s{seed}`)."""
-    from ..config import split_seed
     sums: dict = {}
 
     def put(run, key, value):
@@ -40,7 +41,6 @@ def headline(cls: pd.DataFrame, rob: pd.DataFrame, unc: pd.DataFrame, sal: pd.Da
 
 def sweep_table(rob: pd.DataFrame, attack: str) -> pd.DataFrame:
     """Wide table: strength, then the F1 of every model (configuration:model, mean over seeds)."""
-    from ..config import split_seed
     r = rob[(rob["metric"] == "f1") & rob["condition"].str.startswith(attack + "=")].copy()
     r["strength"] = r["condition"].str.split("=").str[1].astype(float)
     r["series"] = r["run"].map(lambda run: split_seed(run)[0]) + ":" + r["model"]

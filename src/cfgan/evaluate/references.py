@@ -1,0 +1,97 @@
+"""The training-free references, a "run" named `references` with no checkpoint: the trivial
+classifiers (all damaged, all undamaged) and the reference saliency maps (local contrast, random,
+all pixels), scored by exactly the rule the learned maps are scored by (`saliency_rows`, shared
+with evaluate/run.py). Kept apart from the trained models' code, so that editing a loss or a
+model does not invalidate these results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.datasets import load_split
+from ..errors import UserError
+from . import saliency
+from .metrics import binary_metrics
+from .tidy import tidy_frame
+
+N_EXAMPLES = 4
+REFERENCES = "references"
+
+
+def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask, quantiles, note: str):
+    """Threshold chosen on val, per-crop and summary rows on test, for one method's maps."""
+    t, val_iou = saliency.choose_threshold(val_maps, val_masks, quantiles)
+    scores = saliency.score_test(test_maps[tmask], test_split.masks.numpy()[tmask], t)
+    coverage = float(scores["coverage"].mean())
+    note = f"{method}: threshold {t:.4g} (best of quantiles {quantiles} on {len(val_maps)} val damaged crops){note}"
+    if coverage > saliency.NEARLY_ALL_PIXELS:
+        note += f"; WARNING: its masks cover {coverage:.0%} of the pixels (nearly all): not a localisation"
+    paths = np.array(test_split.paths)[tmask]
+    rows = []
+    for metric in ("iou", "f1_tol2"):
+        rows += [{"model": method, "metric": metric, "condition": path, "value": v, "note": note}
+                 for path, v in zip(paths, scores[metric])]
+        rows += [{"model": method, "metric": f"{metric}_{stat}", "condition": "test", "value": float(fn(scores[metric])), "note": note}
+                 for stat, fn in (("mean", np.mean), ("median", np.median))]
+    rows += [{"model": method, "metric": "threshold", "condition": "val", "value": t, "note": note},
+             {"model": method, "metric": "val_iou", "condition": "val", "value": val_iou, "note": note},
+             {"model": method, "metric": "coverage", "condition": "test", "value": coverage, "note": note}]
+    return rows, t
+
+
+def masked_splits(manifest: Path):
+    val, test = load_split(manifest, "val"), load_split(manifest, "test")
+    if test.masks is None:
+        raise UserError(f"{manifest}: crops have no masks, so saliency IoU does not apply to this data set")
+    return val, test, (val.labels == 1).numpy(), (test.labels == 1).numpy()
+
+
+def run_classify_references(params, manifest: Path, dataset: str) -> pd.DataFrame:
+    """The trivial classifiers on the test split: a collapsed model scores like one of these.
+    A constant prediction does not change under PGD or noise, so this also is their sweep."""
+    y = load_split(manifest, "test").labels.numpy()
+    rows = [{"model": name, "metric": k, "condition": "test", "value": v, "note": "predicts one class for every crop"}
+            for name, constant in (("all_damaged", 1), ("all_undamaged", 0))
+            for k, v in binary_metrics(y, np.full_like(y, constant)).items()]
+    return tidytidy_frame(rows, dataset, REFERENCES)
+
+
+def run_saliency_references(params, manifest: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
+    """The training-free maps, scored by the same rule as every learned map: `local_contrast`
+    (its polarity, dark / bright / both, chosen on val like the threshold), `random` and
+    `all_pixels`. A 'run' named `references` with no checkpoint."""
+    cfg = params["evaluate"]["saliency"]
+    val, test, vmask, tmask = masked_splits(manifest)
+    lc = cfg["local_contrast"]
+    val_masks = val.masks.numpy()[vmask]
+    best = None
+    for polarity in saliency.POLARITIES:
+        maps = saliency.local_contrast_maps(val.images[vmask], lc["sigma_narrow"], lc["sigma_wide"], polarity)
+        _, score = saliency.choose_threshold(maps, val_masks, cfg["quantiles"])
+        if best is None or score > best[1]:
+            best = (polarity, score, maps)
+    polarity, _, lc_val = best
+    shape = tuple(test.images.shape[:1]) + tuple(test.images.shape[2:])
+    methods = {
+        "local_contrast": (lc_val, saliency.local_contrast_maps(test.images, lc["sigma_narrow"], lc["sigma_wide"], polarity),
+                           f"; blur {lc['sigma_narrow']} vs {lc['sigma_wide']} px, polarity '{polarity}' chosen on val"),
+        "random": (saliency.random_maps(val_masks.shape, params["seed"]), saliency.random_maps(shape, params["seed"] + 1),
+                   "; uniform noise: the chance level"),
+        "all_pixels": (saliency.all_pixel_maps(val_masks.shape), saliency.all_pixel_maps(shape), "; every pixel: the degenerate mask"),
+    }
+    rows, example_maps = [], {}
+    for method, (val_maps, test_maps, note) in methods.items():
+        rows += saliency_rows(method, val_maps, val_masks, test_maps, test, tmask, cfg["quantiles"], note)[0]
+        example_maps[method] = test_maps
+    save_saliency_examples(examples_out, test, example_maps)
+    return tidytidy_frame(rows, dataset, REFERENCES)
+
+
+def save_saliency_examples(path: Path, test, maps: dict) -> None:
+    idx = torch.nonzero(test.labels == 1).flatten()[:N_EXAMPLES].numpy()
+    np.savez_compressed(path, x=test.images[idx].numpy(), mask=test.masks[idx].numpy(),
+                        **{name: m[idx] for name, m in maps.items()})
