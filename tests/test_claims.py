@@ -203,3 +203,23 @@ def test_table5_shows_references_and_flags_all_pixel_maps():
     assert "f1_tol2_median" in t.columns
     notes = table5_notes(sal, t)
     assert "all_pixels" in notes and "FLAG" in notes and "local_contrast of" not in notes
+
+
+def test_reference_steps_write_trivial_classifiers_and_reference_maps(small_manifest, tmp_path):
+    """The training-free "run" through its own CLI steps: rows named `references`, every method there."""
+    from cfgan.cli import main
+    from conftest import ROOT
+    _, manifest = small_manifest
+    params = [str(ROOT / "params.yaml"), str(tmp_path / "overlay.yaml")]  # the fixture's overlay
+    assert main(["classify-references", "--params", *params, "--manifest", str(manifest), "--dataset", "synthetic",
+                 "--out", str(tmp_path / "cls.csv")]) == 0
+    cls = pd.read_csv(tmp_path / "cls.csv")
+    assert set(cls["run"]) == {"references"} and set(cls["model"]) == {"all_damaged", "all_undamaged"}
+    assert cls[(cls["model"] == "all_undamaged") & (cls["metric"] == "f1")]["value"].iloc[0] == 0
+    assert main(["saliency-references", "--params", *params, "--manifest", str(manifest), "--dataset", "synthetic",
+                 "--out", str(tmp_path / "sal.csv"), "--examples", str(tmp_path / "sal.npz")]) == 0
+    sal = pd.read_csv(tmp_path / "sal.csv")
+    assert set(sal["model"]) == {"local_contrast", "random", "all_pixels"}
+    medians = sal[sal["metric"] == "iou_median"].set_index("model")["value"]
+    assert medians["local_contrast"] > medians["random"]  # generated cracks are dark lines
+    assert set(np.load(tmp_path / "sal.npz").files) >= {"x", "mask", "local_contrast", "random", "all_pixels"}

@@ -57,7 +57,7 @@ def run_classify_references(params, manifest: Path, dataset: str) -> pd.DataFram
     rows = [{"model": name, "metric": k, "condition": "test", "value": v, "note": "predicts one class for every crop"}
             for name, constant in (("all_damaged", 1), ("all_undamaged", 0))
             for k, v in binary_metrics(y, np.full_like(y, constant)).items()]
-    return tidytidy_frame(rows, dataset, REFERENCES)
+    return tidy_frame(rows, dataset, REFERENCES)
 
 
 def run_saliency_references(params, manifest: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
@@ -88,7 +88,7 @@ def run_saliency_references(params, manifest: Path, dataset: str, examples_out: 
         rows += saliency_rows(method, val_maps, val_masks, test_maps, test, tmask, cfg["quantiles"], note)[0]
         example_maps[method] = test_maps
     save_saliency_examples(examples_out, test, example_maps)
-    return tidytidy_frame(rows, dataset, REFERENCES)
+    return tidy_frame(rows, dataset, REFERENCES)
 
 
 def save_saliency_examples(path: Path, test, maps: dict) -> None:
