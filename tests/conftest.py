@@ -1,4 +1,6 @@
+import io
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +83,12 @@ def small_manifest(tmp_path, write_params):
     return select(load_params(params), keys_for("train")), tmp_path / "proc/manifest.csv"
 
 
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip archive, in memory, holding `members` (name -> bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

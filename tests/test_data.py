@@ -1,7 +1,5 @@
 import http.server
-import io
 import threading
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from cfgan.data.index import index_folder
 from cfgan.data.split import assign_splits
 from cfgan.data.synthetic import generate
 from cfgan.errors import UserError
-from conftest import need_shared, save_image, save_mask
+from conftest import need_shared, save_image, save_mask, zip_bytes
 
 
 def test_synthetic_masks_are_exact(tmp_path):
@@ -124,17 +122,9 @@ def http_folder(tmp_path):
     server.shutdown()
 
 
-def _zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_download_verifies_and_extracts(http_folder, tmp_path):
     www, url = http_folder
-    (www / "data.zip").write_bytes(_zip_bytes({"set/a.txt": b"hello"}))
+    (www / "data.zip").write_bytes(zip_bytes({"set/a.txt": b"hello"}))
     digest = sha256sum(www / "data.zip")
     dest = fetch(f"{url}/data.zip", tmp_path / "dl" / "data.zip", digest)
     extract(dest, tmp_path / "dl" / "data")
@@ -168,7 +158,7 @@ def test_download_without_network_says_what_to_fetch_and_where(tmp_path):
 
 def test_extract_refuses_path_escape(tmp_path):
     archive = tmp_path / "evil.zip"
-    archive.write_bytes(_zip_bytes({"../../escaped.txt": b"x"}))
+    archive.write_bytes(zip_bytes({"../../escaped.txt": b"x"}))
     with pytest.raises(UserError, match="outside"):
         extract(archive, tmp_path / "into")
     assert not (tmp_path / "escaped.txt").exists()

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from cfgan.data.crop import _resize, crop_split
 from cfgan.data.images import read_mask, read_rgb
 from cfgan.data.index import index_folder, scan
 from cfgan.errors import UserError
-from conftest import ROOT, copy_workflow, save_image
+from conftest import ROOT, copy_workflow, save_image, zip_bytes
 from rar5 import rar5_stored
 
 CELL = 120
@@ -183,19 +182,11 @@ def _concrete_members(prefix: str = "concreteCrackSegmentationDataset/") -> dict
     return members
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_concrete_zip_export_is_unpacked_indexed_thresholded_and_fingerprinted(tmp_path, capsys):
     out = tmp_path / "raw"
     export = out / "downloads" / "jwsn7tfbrp-1.zip"
     export.parent.mkdir(parents=True)
-    export.write_bytes(_zip(_concrete_members()))
+    export.write_bytes(zip_bytes(_concrete_members()))
     digest = hashlib.sha256(export.read_bytes()).hexdigest()
     _run("download", "--params", ROOT / "params.yaml", "--dataset", "concrete_cracks", "--out", out)
     printed = capsys.readouterr().out
@@ -257,7 +248,7 @@ def test_zip_export_wrapping_the_rar_and_two_candidates(tmp_path, write_params, 
     rar = rar5_stored(_concrete_members())
     out = tmp_path / "raw"
     (out / "downloads").mkdir(parents=True)
-    (out / "downloads/export.zip").write_bytes(_zip({"concreteCrackSegmentationDataset.rar": rar}))
+    (out / "downloads/export.zip").write_bytes(zip_bytes({"concreteCrackSegmentationDataset.rar": rar}))
     params = write_params({"datasets": {"concrete_cracks": {"source": {"archive": {
         "name": "concreteCrackSegmentationDataset.rar", "size": len(rar)}}}}})
     _run("download", "--params", *params, "--dataset", "concrete_cracks", "--out", out)
