@@ -15,7 +15,7 @@ import torch
 from ..data.datasets import load_split
 from ..errors import UserError
 from . import saliency
-from .metrics import binary_metrics
+from .metrics import NEARLY_ALL_PIXELS, binary_metrics
 from .tidy import tidy_frame
 
 N_EXAMPLES = 4
@@ -28,7 +28,7 @@ def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask
     scores = saliency.score_test(test_maps[tmask], test_split.masks.numpy()[tmask], t)
     coverage = float(scores["coverage"].mean())
     note = f"{method}: threshold {t:.4g} (best of quantiles {quantiles} on {len(val_maps)} val damaged crops){note}"
-    if coverage > saliency.NEARLY_ALL_PIXELS:
+    if coverage > NEARLY_ALL_PIXELS:
         note += f"; WARNING: its masks cover {coverage:.0%} of the pixels (nearly all): not a localisation"
     paths = np.array(test_split.paths)[tmask]
     rows = []

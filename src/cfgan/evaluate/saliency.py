@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .metrics import NEARLY_ALL_PIXELS, iou  # noqa: F401 (NEARLY_ALL_PIXELS: used by the evaluation step)
+from .metrics import iou
 
 TOLERANCE_PX = 2           # f1_tol2: crack-detection benchmarks' distance tolerance
 

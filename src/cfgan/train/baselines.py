@@ -15,8 +15,7 @@ from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict
 from ..models import build_discriminator
-from .common import as_checkpoint, autocast, batch_indices, device, prepare, save_run, seed_everything
-from .common import rebuilds
+from .common import as_checkpoint, autocast, batch_indices, device, prepare, rebuilds, save_run, seed_everything
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:

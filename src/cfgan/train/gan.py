@@ -21,9 +21,8 @@ from ..evaluate.metrics import binary_metrics
 from ..evaluate.predict import predict, real_class_probs
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
-from .common import (as_checkpoint, autocast, batch_indices, device, load_checkpoint, prepare, save_checkpoint, save_run,
-                     seed_everything)
-from .common import rebuilds
+from .common import (as_checkpoint, autocast, batch_indices, device, load_checkpoint, prepare, rebuilds, save_checkpoint,
+                     save_run, seed_everything)
 from .losses import discriminator_loss, generator_losses
 
 # A run is reported as collapsed when, at its selected step on val, ...

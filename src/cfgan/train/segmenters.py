@@ -19,8 +19,7 @@ from ..data.datasets import load_split
 from ..errors import UserError
 from ..evaluate.saliency import choose_threshold
 from ..models import build_segmenter
-from .common import as_checkpoint, autocast, batch_indices, device, prepare, save_run, seed_everything
-from .common import rebuilds
+from .common import as_checkpoint, autocast, batch_indices, device, prepare, rebuilds, save_run, seed_everything
 
 
 @torch.no_grad()
