@@ -134,9 +134,12 @@ def cmd_crop(args):
     index = pd.read_csv(args.split_index, keep_default_na=False, dtype={"mask_path": str, "source_id": str})
     out = Path(args.out)
     with atomic_path(out, is_dir=True) as tmp:
-        manifest = crop_split(index, tmp, p["datasets"][args.dataset]["crop"], p["seed"])
+        ds = p["datasets"][args.dataset]
+        mask_classes = ds.get("source", {}).get("layout", {}).get("mask_classes")
+        manifest = crop_split(index, tmp, ds["crop"], p["seed"], mask_classes)
         manifest.to_csv(tmp / "manifest.csv", index=False)
-    print(manifest.groupby(["split", "label"]).size().rename("crops").to_string())
+    by = ["split", "defect_class" if "defect_class" in manifest.columns else "label"]
+    print(manifest.groupby(by).size().rename("crops").to_string())
 
 
 # --- training --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ STEP_KEYS: dict[str, list[str]] = {
     "download": ["datasets.{dataset}.source"],
     "ingest": ["datasets.{dataset}.source"],
     "split": ["seed", "split"],
-    "crop": ["seed", "datasets.{dataset}.crop"],
+    "crop": ["seed", "datasets.{dataset}.crop", "datasets.{dataset}.source.layout.mask_classes?"],
     "train": ["seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size"],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size"],
     "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles"],

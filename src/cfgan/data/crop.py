@@ -8,6 +8,11 @@ the whole image (or a mosaic cell, the index's `box`), resized. Either way crops
 and pads it with black (masks with background), `fit: squash` stretches it to the square,
 and `manifest.csv` (path, label, mask_path, source_id, split; paths relative to the manifest)
 is the only thing later steps read.
+
+With several defect classes (`classes.py`), the manifest adds `defect_class` (0 undamaged, 1..K)
+and a crop's mask holds its own class's pixels only. A tile of a class-id mask takes the one class
+covering at least `damaged_min_fraction` of it; a tile where two or more classes do is dropped
+(counted in the step's log), a tile with only slivers is skipped as in binary tiling.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import UserError
-from .images import read_mask, read_rgb, save_png
+from .classes import MIXED, tile_class
+from .images import read_mask, read_mask_values, read_rgb, save_png
 from .mosaic import cut
 
 MANIFEST_COLUMNS = ["path", "label", "mask_path", "source_id", "split"]
@@ -62,26 +68,53 @@ def _windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, int]]:
     return [(y, x) for y in ys for x in xs]
 
 
-def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int) -> pd.DataFrame:
-    """Write crops under out_dir/{split}/ and return the manifest rows (paths relative to out_dir's parent)."""
+def _declared(split_index: pd.DataFrame, mask_classes: dict | None) -> list[int]:
+    """The defect class ids every split must hold: the class-id masks' or the folders' ones."""
+    if mask_classes:
+        return sorted(int(k) for k in mask_classes)
+    ids = pd.to_numeric(split_index["defect_class"], errors="coerce").dropna().astype(int)
+    return sorted(set(ids[ids > 0]))
+
+
+def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
+               mask_classes: dict | None = None) -> pd.DataFrame:
+    """Write crops under out_dir/{split}/ and return the manifest rows (paths relative to out_dir's parent).
+    `mask_classes` ({id: name}): the masks are class-id maps, split per tile by `tile_class`."""
     rng = np.random.default_rng(seed)
     size = cfg["image_size"]
     fit = cfg.get("fit", "pad")
+    min_fraction = cfg.get("damaged_min_fraction", 0.0)
+    multiclass = "defect_class" in split_index.columns
+    classes = _declared(split_index, mask_classes) if multiclass else [1]
     read = _Reader()
-    rows = []
+    rows, mixed = [], 0
     for split in ("train", "val", "test"):
         (out_dir / "crops" / split).mkdir(parents=True, exist_ok=True)
     for rec in tqdm(split_index.itertuples(index=False), total=len(split_index), desc="crop", unit="img"):
         box = getattr(rec, "box", "")
         image = read(rec.path, box if isinstance(box, str) else "")
         has_mask = isinstance(rec.mask_path, str) and rec.mask_path != ""
-        mask = read_mask(rec.mask_path, int(rec.mask_min_value)) if has_mask else None
+        if has_mask:
+            mask = read_mask_values(rec.mask_path) if mask_classes else read_mask(rec.mask_path, int(rec.mask_min_value))
+        else:
+            mask = None
         if mask is not None and mask.shape != image.shape[:2]:
             raise UserError(f"{rec.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {rec.path} is "
                             f"{image.shape[1]}x{image.shape[0]} (width x height)")
         stem = str(rec.source_id).replace("/", "_")
+        own = int(rec.defect_class) if multiclass and str(rec.defect_class) != "" else 1  # a folder's class
+
+        def piece(img, m, label):
+            """(crop, its binary mask, label, defect class), or None for a skipped or dropped tile."""
+            nonlocal mixed
+            if mask_classes and m is not None:
+                k = tile_class(m, classes, min_fraction)
+                mixed += k == MIXED
+                return None if k is None or k == MIXED else (img, m == k, int(k > 0), k)
+            return img, m, label, own if label else 0
+
         if cfg["mode"] == "resize":
-            pieces = [(image, mask, int(rec.label))]
+            pieces = [piece(image, mask, int(rec.label))]
         else:
             crop = cfg.get("crop_size", size)
             wins = _windows(*image.shape[:2], crop, cfg.get("stride", crop))
@@ -90,22 +123,23 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int) -
             pieces = []
             for y, x in wins:
                 m = mask[y:y + crop, x:x + crop] if mask is not None else None
-                if m is None:
-                    label = int(rec.label)
+                if m is None or mask_classes:
+                    label = int(rec.label)  # (class-id masks: piece() decides)
                 else:
                     frac = m.mean()
                     if frac == 0:
                         label = 0
-                    elif frac >= cfg.get("damaged_min_fraction", 0.0):
+                    elif frac >= min_fraction:
                         label = 1
                     else:
                         continue  # a sliver of damage: neither class, skipped
-                pieces.append((image[y:y + crop, x:x + crop], m, label))
+                pieces.append(piece(image[y:y + crop, x:x + crop], m, label))
+            pieces = [p for p in pieces if p is not None]
             limit = cfg.get("max_crops_per_image")
             if limit and len(pieces) > limit:
                 keep = sorted(rng.choice(len(pieces), limit, replace=False))
                 pieces = [pieces[i] for i in keep]
-        for k, (img, m, label) in enumerate(pieces):
+        for k, (img, m, label, defect) in enumerate(p for p in pieces if p is not None):
             rel = Path("crops") / rec.split / f"{stem}_{k:03d}.png"
             save_png(out_dir / rel, _resize(img, size, False, fit))
             mask_rel = ""
@@ -113,11 +147,20 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int) -
                 mask_rel = str(Path("crops") / rec.split / f"{stem}_{k:03d}_mask.png")
                 save_png(out_dir / mask_rel, _resize(m.astype(np.uint8) * 255, size, True, fit))
             rows.append({"path": str(rel), "label": label, "mask_path": mask_rel,
-                         "source_id": rec.source_id, "split": rec.split})
-    manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS)
+                         "source_id": rec.source_id, "split": rec.split, "defect_class": defect})
+    columns = MANIFEST_COLUMNS + (["defect_class"] if multiclass else [])
+    manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS + ["defect_class"])[columns]
+    if mixed:
+        print(f"crop: dropped {mixed} tiles holding two or more defect classes (each over damaged_min_fraction)")
     for split in ("train", "val", "test"):
         labels = set(manifest.loc[manifest["split"] == split, "label"])
         if labels != {0, 1}:
             raise UserError(f"crop: the {split} split has label(s) {sorted(labels)} only after cropping; "
                             f"need both classes (more source images, or a different crop_size/damaged_min_fraction)")
+        if multiclass:
+            missing = set(classes) - set(manifest.loc[manifest["split"] == split, "defect_class"])
+            if missing:
+                raise UserError(f"crop: the {split} split holds no crop of defect class(es) {sorted(missing)}; every "
+                                f"class needs crops in train, val and test (more source images, or a smaller "
+                                f"damaged_min_fraction)")
     return manifest

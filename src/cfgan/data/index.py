@@ -2,7 +2,9 @@
 `split`. One row per source image: path, label (empty: derive from the mask), mask_path,
 mask_min_value, source_id, box (x,y,w,h inside `path` for mosaics; empty: the whole image).
 Layouts may add columns (a mosaic's date and cultivar, a download's archive checksum); split
-and crop carry them along.
+and crop carry them along. A data set with several defect classes (`classes.py`) adds
+`defect_class`: the image's class id from its folder or file-name prefix, empty where its
+class-id mask decides per tile.
 
 `scan` checks the folder thoroughly, naming each bad file, and returns notes for the user:
 what it found, which files it paired or left unpaired, the range of mask values and how the
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from .classes import defect_classes, prefix_class, undeclared_ids
 from .images import describe_mode, probe, read_mask_values
 from .layouts import Found, scan_folder
 from .mosaic import scan_mosaics
@@ -58,6 +61,15 @@ def scan(root: Path, layout: dict) -> Scan:
         _raise(root, problems)
         return Scan(_frame(records, root, layout), notes)
     min_value = int(layout.get("mask_min_value", 1))
+    classes = defect_classes(layout)  # checks the class names and ids
+    multiclass = len(classes) > 1
+    class_masks = bool(layout.get("mask_classes"))
+    prefixes = layout.get("class_prefixes") or {}
+    if class_masks and min_value != 1:
+        raise UserError(f"{root}: layout.mask_classes and layout.mask_min_value {min_value}: class-id masks read every "
+                        f"non-zero value as a defect of that class; drop mask_min_value")
+    if prefixes and layout["kind"] != "class_folders":
+        raise UserError(f"{root}: layout.class_prefixes applies to class_folders layouts (kind is {layout['kind']!r})")
     masks = layout.get("masks")
     suffix, extension = layout.get("mask_suffix", ""), layout.get("mask_extension", ".png")
     folders: list[tuple[Path, int | None, Path | None]] = []  # (folder, label, parallel mask folder)
@@ -65,7 +77,7 @@ def scan(root: Path, layout: dict) -> Scan:
     if layout["kind"] == "class_folders":
         classes = layout.get("classes") or {}
         if not classes:
-            raise UserError(f"layout.classes: expected a mapping sub-folder -> label (0/1) for {root}")
+            raise UserError(f"layout.classes: expected a mapping sub-folder -> class (0 undamaged, 1.. damaged) for {root}")
         for folder, label in classes.items():
             mask_dir = root / masks / folder if masks and masks != "beside" else None
             folders.append((root / folder, label, mask_dir))
@@ -101,6 +113,15 @@ def scan(root: Path, layout: dict) -> Scan:
 
     records, modes, orientations, values = [], Counter(), Counter(), Counter()
     for path, label, mask in rows:
+        defect = "" if label is None else label  # a folder's class id; "" for images_masks: the mask decides
+        if label is not None and label > 0 and prefixes:
+            defect = prefix_class(path.name, prefixes)
+            if defect is None:
+                problems.append(f"{path}: its name starts with none of layout.class_prefixes "
+                                f"({', '.join(map(str, prefixes))}); rename it or move it out of {path.parent.name}/")
+                continue
+        if label is not None:
+            label = int(label > 0)
         try:
             info = probe(path)
             size = (info.width, info.height)
@@ -115,17 +136,38 @@ def scan(root: Path, layout: dict) -> Scan:
         modes[describe_mode(info.mode)] += 1
         orientations[info.orientation] += 1
         if v is not None:
-            values.update(dict(zip(*np.unique(v, return_counts=True))))
+            found_values = dict(zip(*np.unique(v, return_counts=True)))
+            if class_masks and undeclared_ids(found_values, list(classes)):
+                problems.append(f"{mask}: value(s) {', '.join(map(str, undeclared_ids(found_values, list(classes))))} "
+                                f"not declared in layout.mask_classes (declared: "
+                                f"{', '.join(f'{k} {n}' for k, n in classes.items())}; 0 is background)")
+                continue
+            values.update(found_values)
             damaged = bool((v >= min_value).any())
             if label is None:
                 label = int(damaged)
             elif label != int(damaged):
                 found.label_conflicts.append(path)
-        records.append({"path": str(path), "label": label, "mask_path": str(mask) if mask else "",
-                        "mask_min_value": min_value, "source_id": f"{path.parent.name}/{path.stem}"})
+        record = {"path": str(path), "label": label, "mask_path": str(mask) if mask else "",
+                  "mask_min_value": min_value, "source_id": f"{path.parent.name}/{path.stem}"}
+        if multiclass:
+            record["defect_class"] = "" if class_masks and v is not None else defect
+        records.append(record)
     _raise(root, problems)
     frame = _frame(records, root, layout)
-    return Scan(frame, _notes(frame, found, modes, orientations, values, min_value) + extra)
+    notes = _notes(frame, found, modes, orientations, values, min_value) + extra
+    if multiclass:
+        notes.append(_class_note(frame, classes, values if class_masks else None))
+    return Scan(frame, notes)
+
+
+def _class_note(frame: pd.DataFrame, classes: dict[int, str], values: Counter | None) -> str:
+    if values is not None:  # class-id masks: pixels per class (tiles get their classes in crop)
+        total = sum(c for v, c in values.items() if v) or 1
+        return "defect classes (mask pixels): " + ", ".join(
+            f"{k} {name} {values.get(k, 0) / total:.1%}" for k, name in classes.items())
+    counts = frame["defect_class"].astype(int).value_counts()
+    return "defect classes (images): " + ", ".join(f"{k} {name} {int(counts.get(k, 0))}" for k, name in classes.items())
 
 
 def _frame(records: list[dict], root: Path, layout: dict) -> pd.DataFrame:

@@ -1,5 +1,7 @@
 """Split by source image (70/10/20 by default), stratified by label, seeded, before cropping,
-so that no source image's crops reach two splits."""
+so that no source image's crops reach two splits. Where the index knows an image's defect class
+(class folders, file-name prefixes), the strata are the classes, so each class is split alike;
+class-id masks decide classes per tile, after the split (crop checks every split holds each)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ def assign_splits(index: pd.DataFrame, fractions: dict, seed: int) -> pd.DataFra
     total = fractions["train"] + fractions["val"] + fractions["test"]
     if abs(total - 1) > 1e-6:
         raise UserError(f"split: train + val + test must be 1, got {total}")
-    groups = index.groupby("source_id")["label"].max().astype(int).sort_index()
+    stratum = index["label"].astype(int)
+    if "defect_class" in index.columns:
+        known = pd.to_numeric(index["defect_class"], errors="coerce")
+        stratum = known.fillna(stratum).astype(int)
+    groups = stratum.groupby(index["source_id"]).max().sort_index()
     rng = np.random.default_rng(seed)
     assignment = {}
     for label in sorted(groups.unique()):
