@@ -70,7 +70,8 @@ def test_class_id_masks_through_index_split_crop(tmp_path):
     split = assign_splits(index, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=0)
     manifest = crop_split(split, tmp_path / "out", {"mode": "tile", "crop_size": 32, "stride": 32, "image_size": 32,
                                                       "damaged_min_fraction": 0.01}, 0, CLASSES)
-    assert list(manifest.columns) == MANIFEST_COLUMNS + ["defect_class"]
+    assert list(manifest.columns) == MANIFEST_COLUMNS + ["defect_class", "defect_name"]
+    assert dict(zip(manifest["defect_class"], manifest["defect_name"])) == {0: "undamaged", **CLASSES}
     assert (manifest["label"] == (manifest["defect_class"] > 0)).all()
     assert len(manifest) == 12 * 8   # tile (1, 1) of every image holds two classes: dropped
     for split_name in ("train", "val", "test"):
@@ -122,6 +123,7 @@ def test_prefixes_give_classes_and_crop_keeps_them(tmp_path):
     split = pd.read_csv(pd.io.common.StringIO(split.to_csv(index=False)), keep_default_na=False)  # as the CLI reads it
     manifest = crop_split(split, tmp_path / "out", {"mode": "resize", "image_size": 16}, 0)
     assert sorted(set(manifest["defect_class"])) == [0, 1, 2]
+    assert dict(zip(manifest["defect_class"], manifest["defect_name"])) == {0: "undamaged", 1: "bruise", 2: "scab"}
     assert (manifest["label"] == (manifest["defect_class"] > 0)).all()
 
 

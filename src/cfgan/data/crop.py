@@ -10,7 +10,7 @@ and `manifest.csv` (path, label, mask_path, source_id, split; paths relative to 
 is the only thing later steps read.
 
 With several defect classes (`classes.py`), the manifest adds `defect_class` (0 undamaged, 1..K)
-and a crop's mask holds its own class's pixels only. A tile of a class-id mask takes the one class
+and `defect_name` (the class's name, which run names carry), and a crop's mask holds its own class's pixels only. A tile of a class-id mask takes the one class
 covering at least `damaged_min_fraction` of it; a tile where two or more classes do is dropped
 (counted in the step's log), a tile with only slivers is skipped as in binary tiling.
 """
@@ -68,12 +68,13 @@ def _windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, int]]:
     return [(y, x) for y in ys for x in xs]
 
 
-def _declared(split_index: pd.DataFrame, mask_classes: dict | None) -> list[int]:
-    """The defect class ids every split must hold: the class-id masks' or the folders' ones."""
+def _declared(split_index: pd.DataFrame, mask_classes: dict | None) -> dict[int, str]:
+    """{id: name} of the defect classes every split must hold: the class-id masks' or the folders' ones."""
     if mask_classes:
-        return sorted(int(k) for k in mask_classes)
-    ids = pd.to_numeric(split_index["defect_class"], errors="coerce").dropna().astype(int)
-    return sorted(set(ids[ids > 0]))
+        return {int(k): str(v) for k, v in sorted(mask_classes.items(), key=lambda kv: int(kv[0]))}
+    known = split_index[split_index["defect_class"].astype(str) != ""]
+    pairs = {int(k): str(n) for k, n in zip(known["defect_class"], known["defect_name"])}
+    return {k: pairs[k] for k in sorted(pairs) if k > 0}
 
 
 def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
@@ -85,7 +86,8 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
     fit = cfg.get("fit", "pad")
     min_fraction = cfg.get("damaged_min_fraction", 0.0)
     multiclass = "defect_class" in split_index.columns
-    classes = _declared(split_index, mask_classes) if multiclass else [1]
+    names = _declared(split_index, mask_classes) if multiclass else {1: "damaged"}
+    classes = list(names)
     read = _Reader()
     rows, mixed = [], 0
     for split in ("train", "val", "test"):
@@ -147,9 +149,10 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
                 mask_rel = str(Path("crops") / rec.split / f"{stem}_{k:03d}_mask.png")
                 save_png(out_dir / mask_rel, _resize(m.astype(np.uint8) * 255, size, True, fit))
             rows.append({"path": str(rel), "label": label, "mask_path": mask_rel,
-                         "source_id": rec.source_id, "split": rec.split, "defect_class": defect})
-    columns = MANIFEST_COLUMNS + (["defect_class"] if multiclass else [])
-    manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS + ["defect_class"])[columns]
+                         "source_id": rec.source_id, "split": rec.split, "defect_class": defect,
+                         "defect_name": names.get(defect, "undamaged")})
+    extra = ["defect_class", "defect_name"]
+    manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS + extra)[MANIFEST_COLUMNS + (extra if multiclass else [])]
     if mixed:
         print(f"crop: dropped {mixed} tiles holding two or more defect classes (each over damaged_min_fraction)")
     for split in ("train", "val", "test"):

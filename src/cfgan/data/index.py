@@ -3,8 +3,8 @@
 mask_min_value, source_id, box (x,y,w,h inside `path` for mosaics; empty: the whole image).
 Layouts may add columns (a mosaic's date and cultivar, a download's archive checksum); split
 and crop carry them along. A data set with several defect classes (`classes.py`) adds
-`defect_class`: the image's class id from its folder or file-name prefix, empty where its
-class-id mask decides per tile.
+`defect_class` and `defect_name`: the image's class id and name from its folder or file-name
+prefix ("undamaged" for 0), empty where its class-id mask decides per tile.
 
 `scan` checks the folder thoroughly, naming each bad file, and returns notes for the user:
 what it found, which files it paired or left unpaired, the range of mask values and how the
@@ -61,8 +61,8 @@ def scan(root: Path, layout: dict) -> Scan:
         _raise(root, problems)
         return Scan(_frame(records, root, layout), notes)
     min_value = int(layout.get("mask_min_value", 1))
-    classes = defect_classes(layout)  # checks the class names and ids
-    multiclass = len(classes) > 1
+    defects = defect_classes(layout)  # {id: name}; checks the class names and ids
+    multiclass = len(defects) > 1
     class_masks = bool(layout.get("mask_classes"))
     prefixes = layout.get("class_prefixes") or {}
     if class_masks and min_value != 1:
@@ -137,10 +137,10 @@ def scan(root: Path, layout: dict) -> Scan:
         orientations[info.orientation] += 1
         if v is not None:
             found_values = dict(zip(*np.unique(v, return_counts=True)))
-            if class_masks and undeclared_ids(found_values, list(classes)):
-                problems.append(f"{mask}: value(s) {', '.join(map(str, undeclared_ids(found_values, list(classes))))} "
-                                f"not declared in layout.mask_classes (declared: "
-                                f"{', '.join(f'{k} {n}' for k, n in classes.items())}; 0 is background)")
+            undeclared = undeclared_ids(found_values, list(defects)) if class_masks else []
+            if undeclared:
+                problems.append(f"{mask}: value(s) {', '.join(map(str, undeclared))} not declared in layout.mask_classes "
+                                f"(declared: {', '.join(f'{k} {n}' for k, n in defects.items())}; 0 is background)")
                 continue
             values.update(found_values)
             damaged = bool((v >= min_value).any())
@@ -151,13 +151,15 @@ def scan(root: Path, layout: dict) -> Scan:
         record = {"path": str(path), "label": label, "mask_path": str(mask) if mask else "",
                   "mask_min_value": min_value, "source_id": f"{path.parent.name}/{path.stem}"}
         if multiclass:
-            record["defect_class"] = "" if class_masks and v is not None else defect
+            mask_decides = class_masks and v is not None
+            record["defect_class"] = "" if mask_decides else defect
+            record["defect_name"] = "" if mask_decides else defects.get(defect, "undamaged")
         records.append(record)
     _raise(root, problems)
     frame = _frame(records, root, layout)
     notes = _notes(frame, found, modes, orientations, values, min_value) + extra
     if multiclass:
-        notes.append(_class_note(frame, classes, values if class_masks else None))
+        notes.append(_class_note(frame, defects, values if class_masks else None))
     return Scan(frame, notes)
 
 
