@@ -179,3 +179,50 @@ def test_neu_seg_masks_read_as_class_ids(tmp_path):
                                                       "damaged_min_fraction": 0.01}, 0, CLASSES)
     counts = manifest.groupby("defect_class").size()
     assert set(counts.index) == {0, 1, 2, 3} and (counts > 0).all()
+
+
+# --- run names, the grid and the multi-class decision -----------------------------------------
+
+def test_one_gan_per_defect_class_in_the_grid(tiny_params):
+    from cfgan.config import grid_runs, multiclass_runs, parse_run_name, run_defect, split_seed
+    params = {**tiny_params, "run_datasets": ["synthetic", "steel"], "grid": {**tiny_params["grid"], "cycles": [1]}}
+    params["datasets"] = {**params["datasets"], "steel": {
+        "source": {"kind": "local", "path": "x", "layout": {"kind": "images_masks", "mask_classes": {1: "spot", 2: "scratch"}}},
+        "crop": {"mode": "tile", "image_size": 32}}}
+    assert grid_runs(params, "synthetic") == ["cnn_unet-resnet3-c1-s0"]
+    assert grid_runs(params, "steel") == ["cnn_unet-resnet3-c1-kspot-s0", "cnn_unet-resnet3-c1-kscratch-s0"]
+    assert parse_run_name("cnn_unet-resnet3-c1-kspot-s0") == ("cnn_unet", "resnet3", 1, 0)
+    assert run_defect("cnn_unet-resnet3-c1-kspot-s0") == "spot" and run_defect("cnn_unet-resnet3-c1-s0") is None
+    assert split_seed("cnn_unet-resnet3-c1-kspot-s0") == ("cnn_unet-resnet3-c1-kspot", 0)
+    assert multiclass_runs(params, "synthetic") == {}
+    assert multiclass_runs(params, "steel") == {
+        "cnn_unet-resnet3-c1-s0": ["cnn_unet-resnet3-c1-kspot-s0", "cnn_unet-resnet3-c1-kscratch-s0"],
+        "baseline-resnet3-s0": ["baseline-resnet3-s0"]}
+
+
+def test_macro_f1_counts_every_class():
+    from cfgan.evaluate.metrics import multiclass_metrics
+    m = multiclass_metrics([0, 0, 1, 2, 2], [0, 0, 1, 2, 0], 3)
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["f1_1"] == 1.0 and m["f1_2"] == pytest.approx(2 / 3) and m["f1_0"] == pytest.approx(0.8)
+    assert m["macro_f1"] == pytest.approx((0.8 + 1 + 2 / 3) / 3)
+    assert multiclass_metrics([1, 1], [0, 0], 3)["macro_f1"] == 0.0   # a collapsed decision scores 0
+
+
+def test_one_vs_rest_decision_rule():
+    """The most confident D wins when its log-odds (damaged : undamaged) are above 0; none: undamaged."""
+    import torch
+    from cfgan.evaluate.multiclass import OneVsRest
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, rows):
+            super().__init__()
+            self.rows = torch.tensor(rows, dtype=torch.float)
+
+        def forward(self, x):
+            return self.rows  # logits: real-undamaged, real-damaged, fake
+
+    d1 = Fixed([[0, 2, 5], [0, -1, 0], [0, 1, 0]])
+    d2 = Fixed([[0, 1, 0], [0, -3, 0], [0, 3, 0]])
+    pred = OneVsRest([d1, d2])(torch.zeros(3, 3, 8, 8)).argmax(1)
+    assert pred.tolist() == [1, 0, 2]   # the fake logit is left out of the decision

@@ -201,6 +201,12 @@ def cmd_robustness(args):
     _write_eval(run_robustness(_params(args, "robustness"), Path(args.manifest), Path(args.checkpoint), args.dataset), args.out)
 
 
+def cmd_multiclass(args):
+    from .evaluate.multiclass import run_multiclass
+    _write_eval(run_multiclass(_params(args, "multiclass"), Path(args.manifest), [Path(c) for c in args.checkpoints],
+                               args.dataset), args.out)
+
+
 def cmd_uncertainty(args):
     from .evaluate.run import run_uncertainty
     _write_eval(run_uncertainty(_params(args, "uncertainty"), Path(args.manifest), Path(args.checkpoint), args.dataset), args.out)
@@ -270,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     step("saliency-references", cmd_saliency_references, "the training-free saliency maps (local contrast, random, "
          "all pixels), scored like the learned ones", "manifest", "dataset", "out", "examples")
     step("robustness", cmd_robustness, "targeted PGD and Gaussian-noise sweeps", "manifest", "checkpoint", "dataset", "out")
+    mc = step("multiclass", cmd_multiclass, "multi-class decision (one-vs-rest GANs or the K+1-class twin): macro F1, "
+              "untargeted PGD and noise sweeps", "manifest", "dataset", "out")
+    mc.add_argument("--checkpoints", nargs="+", required=True,
+                    help="the K one-vs-rest GAN checkpoints of one configuration and seed, or one plain twin's")
     step("uncertainty", cmd_uncertainty, "correlation of p_fake with per-sample NLL", "manifest", "checkpoint", "dataset", "out")
     step("report", cmd_report, "the paper's tables and figures for one data set", "evaluations", "out")
     step("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml (the DVC front door) for these params files", "out")

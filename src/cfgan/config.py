@@ -97,22 +97,41 @@ def load_params(paths: Iterable[str | Path]) -> dict[str, Any]:
     return validate(merged, source=" + ".join(str(p) for p in paths))
 
 
-def run_name(generator: str, discriminator: str, cycles: int, seed: int | None = None) -> str:
-    """`{generator}-{discriminator}-c{cycles}`, and `-s{seed}` for one seed's training run."""
-    base = f"{generator}-{discriminator}-c{cycles}"
+def run_name(generator: str, discriminator: str, cycles: int, seed: int | None = None, defect: str | None = None) -> str:
+    """`{generator}-{discriminator}-c{cycles}`, `-k{defect}` for one defect class's GAN of a
+    multi-class data set (one-vs-rest), and `-s{seed}` for one seed's training run."""
+    base = f"{generator}-{discriminator}-c{cycles}" + (f"-k{defect}" if defect else "")
     return base if seed is None else f"{base}-s{seed}"
 
 
 def parse_run_name(name: str) -> tuple[str, str, int, int]:
-    """(generator, discriminator, cycles, seed) of `{generator}-{discriminator}-c{cycles}-s{seed}`."""
+    """(generator, discriminator, cycles, seed) of `{generator}-{discriminator}-c{cycles}[-k{defect}]-s{seed}`."""
     try:
-        generator, discriminator, cyc, sd = name.split("-")
+        parts = name.split("-")
+        if len(parts) == 5 and parts[3].startswith("k"):
+            del parts[3]
+        generator, discriminator, cyc, sd = parts
         if not cyc.startswith("c") or not sd.startswith("s"):
             raise ValueError
         return generator, discriminator, int(cyc[1:]), int(sd[1:])
     except ValueError:
-        raise UserError(f"run name {name!r}: expected '{{generator}}-{{discriminator}}-c{{cycles}}-s{{seed}}', "
+        raise UserError(f"run name {name!r}: expected '{{generator}}-{{discriminator}}-c{{cycles}}[-k{{defect}}]-s{{seed}}', "
                         "e.g. cnn_unet-resnet18-c1-s0") from None
+
+
+def run_defect(name: str) -> str | None:
+    """The defect class a run is about (`-k{defect}`), None for a binary run."""
+    head = split_seed(name)[0].split("-")  # the class is the last part before the seed
+    return head[-1][1:] if len(head) > 1 and head[-1].startswith("k") and len(head[-1]) > 1 else None
+
+
+def with_defect(name: str, defect: str | None) -> str:
+    """A run's name with `-k{defect}` before its seed (references and class-agnostic models
+    evaluated on one defect class of a multi-class data set)."""
+    if not defect:
+        return name
+    head, seed = split_seed(name)
+    return f"{head}-k{defect}" + ("" if seed is None else f"-s{seed}")
 
 
 def split_seed(name: str) -> tuple[str, int | None]:
@@ -123,15 +142,39 @@ def split_seed(name: str) -> tuple[str, int | None]:
     return name, None
 
 
+def dataset_defects(params: dict, dataset: str) -> list[str]:
+    """The defect classes one GAN is trained for each (one-vs-rest); [] for a binary data set."""
+    from .data.classes import defect_classes
+    layout = params["datasets"][dataset]["source"].get("layout")
+    names = defect_classes(layout)
+    return list(names.values()) if len(names) > 1 else []
+
+
 def grid_seeds(params: dict) -> list[int]:
     return list(params["grid"].get("seeds", [0]))
 
 
-def grid_runs(params: dict) -> list[str]:
-    """Every GAN training run: {generator} x {discriminator} x {cycles} x {seed}."""
+def grid_runs(params: dict, dataset: str | None = None) -> list[str]:
+    """Every GAN training run of a data set: {generator} x {discriminator} x {cycles} [x {defect
+    class}] x {seed}; without a data set, those of every data set in `run_datasets`."""
+    if dataset is None:
+        return list(dict.fromkeys(r for ds in params["run_datasets"] for r in grid_runs(params, ds)))
     g = params["grid"]
-    return [run_name(gen, dis, c, s) for gen in g["generators"] for dis in g["discriminators"] for c in g["cycles"]
-            for s in grid_seeds(params)]
+    return [run_name(gen, dis, c, s, k) for gen in g["generators"] for dis in g["discriminators"] for c in g["cycles"]
+            for k in dataset_defects(params, dataset) or [None] for s in grid_seeds(params)]
+
+
+def multiclass_runs(params: dict, dataset: str) -> dict[str, list[str]]:
+    """On a multi-class data set, what the multi-class decision is made from: each configuration
+    and seed (named without `-k`) -> its K one-vs-rest GAN runs, each plain twin -> itself; {} on
+    binary data."""
+    defects = dataset_defects(params, dataset)
+    if not defects:
+        return {}
+    g = params["grid"]
+    out = {run_name(gen, dis, c, s): [run_name(gen, dis, c, s, k) for k in defects]
+           for gen in g["generators"] for dis in g["discriminators"] for c in g["cycles"] for s in grid_seeds(params)}
+    return {**out, **{b: [b] for b in baseline_runs(params)}}
 
 
 def baseline_runs(params: dict) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .code_deps import dvc_deps
-from .config import baseline_runs, deep_merge, grid_runs, grid_seeds, read_yaml, segmenter_runs
+from .config import baseline_runs, deep_merge, grid_runs, grid_seeds, multiclass_runs, read_yaml, segmenter_runs
 from .steps import has_key, has_masks, keys_for, present_keys
 
 
@@ -37,7 +37,6 @@ def build(files: list[str], wdir: str | None) -> dict:
     for f in files:
         merged = deep_merge(merged, read_yaml(f))
     P = " ".join(files)
-    runs = grid_runs(merged)
     backbones = merged["grid"]["discriminators"]
     seeds = grid_seeds(merged)
     stages: dict = {}
@@ -58,6 +57,7 @@ def build(files: list[str], wdir: str | None) -> dict:
         stages[name] = s
 
     for ds in merged["run_datasets"]:
+        runs = grid_runs(merged, ds)  # one GAN per defect class on a multi-class data set
         kind = merged["datasets"][ds]["source"]["kind"]
         raw = f"data/raw/{ds}"
         acquire = {"synthetic": "synthetic", "download": "download", "local": "ingest"}[kind]
@@ -98,7 +98,13 @@ def build(files: list[str], wdir: str | None) -> dict:
                   matrix={"backbone": backbones, "seed": seeds})
         stage(f"classify_references_{ds}", f"cfgan classify-references {common} --out {ev}/classification/references.csv",
               [f"data/processed/{ds}"], [f"{ev}/classification/references.csv"], "classify-references")
+        for run, members in multiclass_runs(merged, ds).items():  # multi-class data: the decision from K GANs or the twin
+            ckpts = [f"{r}/baselines/{m.removeprefix('baseline-')}/checkpoint.pt" if m.startswith("baseline-")
+                     else f"{r}/runs/{m}/checkpoint.pt" for m in members]
+            stage(f"multiclass_{ds}_{run}", f"cfgan multiclass {common} --checkpoints {' '.join(ckpts)} "
+                  f"--out {ev}/multiclass/{run}.csv", [f"data/processed/{ds}", *ckpts], [f"{ev}/multiclass/{run}.csv"], "multiclass")
         report_deps = [f"{ev}/{k}/{run}.csv" for k in ("fid", "uncertainty", "classification", "robustness") for run in runs]
+        report_deps += [f"{ev}/multiclass/{run}.csv" for run in multiclass_runs(merged, ds)]
         report_deps += [f"{ev}/{k}/{b}.csv" for k in ("classification", "robustness") for b in baseline_runs(merged)]
         report_deps += [f"{ev}/classification/references.csv"]
         report_deps += [f"{ev}/examples/{run}_counterfactuals.npz" for run in runs]

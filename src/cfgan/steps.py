@@ -23,6 +23,7 @@ STEP_KEYS: dict[str, list[str]] = {
     "classify": ["seed", "evaluate.batch_size"],
     "classify-references": [],
     "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
+    "multiclass": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
     "uncertainty": ["seed", "evaluate.batch_size"],
     "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size"],
     "saliency-references": ["seed", "evaluate.saliency"],

@@ -2,7 +2,7 @@
 import os
 
 from cfgan.code_deps import step_hash
-from cfgan.config import baseline_runs, grid_runs, grid_seeds, segmenter_runs
+from cfgan.config import baseline_runs, grid_runs, grid_seeds, multiclass_runs, segmenter_runs
 from cfgan.steps import has_masks, keys_for, select
 
 
@@ -15,7 +15,7 @@ def _relative(path):
 PARAMS_FILES = list(dict.fromkeys(["params.yaml"] + [_relative(str(p)) for p in workflow.overwrite_configfiles]))
 PARAMS = " ".join(PARAMS_FILES)
 DATASETS = config["run_datasets"]
-RUNS = grid_runs(config)
+RUNS = grid_runs(config)  # of every data set in run_datasets (wildcard constraints); per data set: grid_runs(config, ds)
 BASELINES = baseline_runs(config)
 SEGMENTERS = segmenter_runs(config)
 SEEDS = grid_seeds(config)
@@ -39,13 +39,24 @@ def alternatives(names):
     return "|".join(map(str, names)) if names else "(?!x)x"
 
 
-def checkpoint_of(wildcards):
-    run = wildcards.run
+MULTICLASS = sorted({r for ds in DATASETS for r in multiclass_runs(config, ds)})
+
+
+def multiclass_checkpoints(wildcards):
+    """The K one-vs-rest GAN checkpoints of a configuration and seed, or a plain twin's own."""
+    return [checkpoint_path(wildcards.dataset, r) for r in multiclass_runs(config, wildcards.dataset)[wildcards.run]]
+
+
+def checkpoint_path(dataset, run):
     if run.startswith("baseline-"):
-        return f"results/{wildcards.dataset}/baselines/{run.removeprefix('baseline-')}/checkpoint.pt"
+        return f"results/{dataset}/baselines/{run.removeprefix('baseline-')}/checkpoint.pt"
     if run.startswith("segmenter-"):
-        return f"results/{wildcards.dataset}/segmenters/{run.removeprefix('segmenter-')}/checkpoint.pt"
-    return f"results/{wildcards.dataset}/runs/{run}/checkpoint.pt"
+        return f"results/{dataset}/segmenters/{run.removeprefix('segmenter-')}/checkpoint.pt"
+    return f"results/{dataset}/runs/{run}/checkpoint.pt"
+
+
+def checkpoint_of(wildcards):
+    return checkpoint_path(wildcards.dataset, wildcards.run)
 
 
 TABLES = ["table1_fid", "table2_classification", "table3_fid_subsets", "table4_fakeness_correlation"]
@@ -82,12 +93,14 @@ def all_artifacts():
 
 def evaluations_of(wildcards):
     ds = wildcards.dataset
-    paths = [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in RUNS]
-    paths += [f"results/{ds}/evaluations/examples/{run}_counterfactuals.npz" for run in RUNS]
-    paths += [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in RUNS + BASELINES]
+    runs = grid_runs(config, ds)  # one GAN per defect class on a multi-class data set
+    paths = [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in runs]
+    paths += [f"results/{ds}/evaluations/examples/{run}_counterfactuals.npz" for run in runs]
+    paths += [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in runs + BASELINES]
     paths += [f"results/{ds}/evaluations/classification/{REFERENCES}.csv"]
+    paths += [f"results/{ds}/evaluations/multiclass/{run}.csv" for run in multiclass_runs(config, ds)]
     if has_masks(config["datasets"][ds]):
-        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in RUNS + SEGMENTERS + [REFERENCES]]
-        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in RUNS + SEGMENTERS + [REFERENCES]]
+        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in runs + SEGMENTERS + [REFERENCES]]
+        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in runs + SEGMENTERS + [REFERENCES]]
     return paths
 

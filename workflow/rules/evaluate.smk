@@ -83,6 +83,29 @@ rule robustness:
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
+# Multi-class data sets: one prediction per image from the K one-vs-rest GANs of a configuration
+# (or from the plain K+1-class twin), scored by macro F1 and swept like figure 3.
+rule multiclass:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoints=multiclass_checkpoints,
+    output:
+        "results/{dataset}/evaluations/multiclass/{run}.csv",
+    wildcard_constraints:
+        run=alternatives(MULTICLASS),
+    params:
+        files=PARAMS,
+        cfg=step_params("multiclass"),
+    threads: workflow.cores
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        "logs/{dataset}/evaluate/multiclass-{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan multiclass --params {params.files} --manifest {input.manifest} "
+        "--checkpoints {input.checkpoints} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
 rule uncertainty:
     input:
         manifest="data/processed/{dataset}/manifest.csv",

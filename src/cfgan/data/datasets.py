@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import run_defect, with_defect
 from ..errors import UserError
 from .crop import MANIFEST_COLUMNS
 from .images import read_mask, read_rgb
@@ -22,6 +23,7 @@ class Split:
     labels: torch.Tensor  # N, int64
     masks: torch.Tensor | None  # N x H x W, bool (None if the data set has no masks)
     paths: list[str]
+    classes: torch.Tensor | None = None  # N, int64: defect class ids (0 undamaged); the labels on binary data
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,9 +44,47 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def load_split(manifest_path: str | Path, split: str, limit: int | None = None) -> Split:
-    manifest_path = Path(manifest_path)
+def defect_names(frame: pd.DataFrame) -> list[str]:
+    """The defect classes of a multi-class manifest, in id order; [] for a binary one."""
+    if "defect_name" not in frame.columns:
+        return []
+    damaged = frame[frame["defect_class"].astype(int) > 0]
+    return list(dict.fromkeys(damaged.sort_values("defect_class", kind="stable")["defect_name"]))
+
+
+def task_rows(frame: pd.DataFrame, defect: str | None, where: Path) -> pd.DataFrame:
+    """One defect class's binary task (its crops against the undamaged ones); all rows for None."""
+    if defect is None:
+        return frame
+    names = defect_names(frame)
+    if defect not in names:
+        known = ", ".join(names) if names else "none: the manifest is binary"
+        raise UserError(f"{where}: no defect class {defect!r} in this manifest (its classes: {known})")
+    return frame[(frame["defect_class"].astype(int) == 0) | (frame["defect_name"] == defect)]
+
+
+def task_mask(manifest_path: str | Path, split: str, defect: str | None) -> np.ndarray:
+    """Which of a split's crops (in manifest order) belong to one defect class's task."""
     frame = read_manifest(manifest_path)
+    rows = frame[frame["split"] == split]
+    return rows.index.isin(task_rows(frame, defect, Path(manifest_path)).index)
+
+
+def tasks(manifest_path: str | Path, run: str) -> list[tuple[str | None, str]]:
+    """(defect class, run name for the rows) of each task an evaluation of `run` covers: a
+    one-vs-rest GAN its own class; a class-agnostic model (plain twin, segmenter, references) each
+    defect class of a multi-class manifest in turn, as `run-k{class}`; binary data one task."""
+    defect = run_defect(run)
+    if defect is not None:
+        return [(defect, run)]
+    names = defect_names(read_manifest(manifest_path))
+    return [(name, with_defect(run, name)) for name in names] or [(None, run)]
+
+
+def load_split(manifest_path: str | Path, split: str, limit: int | None = None, defect: str | None = None) -> Split:
+    """One split's crops; `defect`: only that defect class's task of a multi-class manifest."""
+    manifest_path = Path(manifest_path)
+    frame = task_rows(read_manifest(manifest_path), defect, manifest_path)
     rows = frame[frame["split"] == split]
     if limit is not None:
         rows = rows.iloc[:limit]
@@ -58,4 +98,7 @@ def load_split(manifest_path: str | Path, split: str, limit: int | None = None) 
     if (rows["mask_path"] != "").all():
         with ThreadPoolExecutor(4) as pool:
             masks = torch.from_numpy(np.stack(list(pool.map(lambda p: read_mask(root / p, 128), rows["mask_path"]))))
-    return Split(x, torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long), masks, rows["path"].tolist())
+    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+    classes = torch.as_tensor(rows["defect_class"].astype(int).to_numpy(), dtype=torch.long) \
+        if "defect_class" in rows.columns else labels
+    return Split(x, labels, masks, rows["path"].tolist(), classes)

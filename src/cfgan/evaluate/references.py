@@ -2,7 +2,8 @@
 classifiers (all damaged, all undamaged) and the reference saliency maps (local contrast, random,
 all pixels), scored by exactly the rule the learned maps are scored by (`saliency_rows`, shared
 with evaluate/run.py). Kept apart from the trained models' code, so that editing a loss or a
-model does not invalidate these results."""
+model does not invalidate these results. On a multi-class manifest each defect class is its own
+task (its crops against the undamaged ones), its rows named `references-k{class}`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.datasets import load_split
+from ..data.datasets import load_split, tasks
 from ..errors import UserError
 from . import saliency
 from .metrics import NEARLY_ALL_PIXELS, binary_metrics
@@ -43,8 +44,8 @@ def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask
     return rows, t
 
 
-def masked_splits(manifest: Path):
-    val, test = load_split(manifest, "val"), load_split(manifest, "test")
+def masked_splits(manifest: Path, defect: str | None = None):
+    val, test = load_split(manifest, "val", defect=defect), load_split(manifest, "test", defect=defect)
     if test.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so saliency IoU does not apply to this data set")
     return val, test, (val.labels == 1).numpy(), (test.labels == 1).numpy()
@@ -53,19 +54,31 @@ def masked_splits(manifest: Path):
 def run_classify_references(params, manifest: Path, dataset: str) -> pd.DataFrame:
     """The trivial classifiers on the test split: a collapsed model scores like one of these.
     A constant prediction does not change under PGD or noise, so this also is their sweep."""
-    y = load_split(manifest, "test").labels.numpy()
-    rows = [{"model": name, "metric": k, "condition": "test", "value": v, "note": "predicts one class for every crop"}
-            for name, constant in (("all_damaged", 1), ("all_undamaged", 0))
-            for k, v in binary_metrics(y, np.full_like(y, constant)).items()]
-    return tidy_frame(rows, dataset, REFERENCES)
+    frames = []
+    for defect, run in tasks(manifest, REFERENCES):
+        y = load_split(manifest, "test", defect=defect).labels.numpy()
+        rows = [{"model": name, "metric": k, "condition": "test", "value": v, "note": "predicts one class for every crop"}
+                for name, constant in (("all_damaged", 1), ("all_undamaged", 0))
+                for k, v in binary_metrics(y, np.full_like(y, constant)).items()]
+        frames.append(tidy_frame(rows, dataset, run))
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_saliency_references(params, manifest: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     """The training-free maps, scored by the same rule as every learned map: `local_contrast`
     (its polarity, dark / bright / both, chosen on val like the threshold), `random` and
     `all_pixels`. A 'run' named `references` with no checkpoint."""
+    frames, examples = [], {}
+    for defect, run in tasks(manifest, REFERENCES):
+        rows, examples[defect] = _reference_maps(params, manifest, defect)
+        frames.append(tidy_frame(rows, dataset, run))
+    save_saliency_examples(examples_out, examples)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _reference_maps(params, manifest: Path, defect: str | None):
     cfg = params["evaluate"]["saliency"]
-    val, test, vmask, tmask = masked_splits(manifest)
+    val, test, vmask, tmask = masked_splits(manifest, defect)
     lc = cfg["local_contrast"]
     val_masks = val.masks.numpy()[vmask]
     best = None
@@ -87,11 +100,16 @@ def run_saliency_references(params, manifest: Path, dataset: str, examples_out: 
     for method, (val_maps, test_maps, note) in methods.items():
         rows += saliency_rows(method, val_maps, val_masks, test_maps, test, tmask, cfg["quantiles"], note)[0]
         example_maps[method] = test_maps
-    save_saliency_examples(examples_out, test, example_maps)
-    return tidy_frame(rows, dataset, REFERENCES)
+    return rows, (test, example_maps)
 
 
-def save_saliency_examples(path: Path, test, maps: dict) -> None:
-    idx = torch.nonzero(test.labels == 1).flatten()[:N_EXAMPLES].numpy()
-    np.savez_compressed(path, x=test.images[idx].numpy(), mask=test.masks[idx].numpy(),
-                        **{name: m[idx] for name, m in maps.items()})
+def save_saliency_examples(path: Path, tasks_maps: dict) -> None:
+    """The first damaged test crops of each task with every method's maps on them: keys `x`,
+    `mask`, `<method>` for binary data; with `__<class>` appended per defect class otherwise."""
+    arrays = {}
+    for defect, (test, maps) in tasks_maps.items():
+        idx = torch.nonzero(test.labels == 1).flatten()[:N_EXAMPLES].numpy()
+        tag = f"__{defect}" if defect else ""
+        arrays.update({f"x{tag}": test.images[idx].numpy(), f"mask{tag}": test.masks[idx].numpy(),
+                       **{f"{name}{tag}": m[idx] for name, m in maps.items()}})
+    np.savez_compressed(path, **arrays)

@@ -25,6 +25,18 @@ class RealLogits(nn.Module):
         return self.d(x)[:, :2]
 
 
+class Columns(nn.Module):
+    """Two of a K+1-class classifier's logits (undamaged, one defect class): the plain multi-class
+    twin seen as the binary classifier of one defect class's task."""
+
+    def __init__(self, model: nn.Module, columns: list[int]):
+        super().__init__()
+        self.model, self.columns = model, columns
+
+    def forward(self, x):
+        return self.model(x)[:, self.columns]
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step_size: float, steps: int, eps: float | None) -> torch.Tensor:
     if step_size == 0:
         return x

@@ -1,4 +1,8 @@
-"""Evaluation steps: each loads a checkpoint and the test split, and returns tidy rows."""
+"""Evaluation steps: each loads a checkpoint and the test split, and returns tidy rows.
+
+On a multi-class manifest every step evaluates one task at a time (`datasets.tasks`): a
+one-vs-rest GAN (`-k{class}` in its name) on its own class against the undamaged crops, a
+class-agnostic model (plain twin, segmenter) on each class in turn, its rows named `run-k{class}`."""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.datasets import load_split
+from ..data.datasets import load_split, task_mask, tasks
+from ..config import run_defect
 from ..errors import UserError
 from ..train.baselines import load_baseline
 from ..train.common import device, load_checkpoint
@@ -50,9 +55,12 @@ def run_fid_real(params, manifest: Path, out: Path) -> str:
 def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     dev, bs = device(), params["evaluate"]["batch_size"]
     g, d, ckpt = load_gan(checkpoint, dev)
-    test = load_split(manifest, "test")
+    [(defect, run)] = tasks(manifest, ckpt["summary"]["run"])  # a GAN run has one task
     cfg = params["evaluate"]["fid"]
-    real, labels, real_note = fid.load_features(real_features, cfg["dims"], test.labels.numpy())
+    real, labels, real_note = fid.load_features(real_features, cfg["dims"], load_split(manifest, "test").labels.numpy())
+    keep = task_mask(manifest, "test", defect)  # the real features cover every test crop
+    real, labels = real[keep], labels[keep]
+    test = load_split(manifest, "test", defect=defect)
     out = predict(test, g=g, batch_size=bs, device=dev, seed=params["seed"], keep_counterfactuals=True)
     x_cf = out["x_cf"]
     net, note = fid.inception(cfg["dims"], cfg["inception_weights"], cfg["allow_untrained_inception"], dev)
@@ -66,7 +74,7 @@ def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, datas
     idx = _examples(test)
     np.savez_compressed(examples_out, x=(test.images[idx].numpy()), x_cf=(x_cf[idx].numpy() * 255).round().astype(np.uint8),
                         labels=test.labels[idx].numpy())
-    return tidy_frame(rows, dataset, ckpt["summary"]["run"], "G")
+    return tidy_frame(rows, dataset, run, "G")
 
 
 def _load_any(checkpoint: Path, dev):
@@ -77,44 +85,60 @@ def _load_any(checkpoint: Path, dev):
     return None, model, ckpt
 
 
+def _twin_task(model, ckpt: dict, run: str):
+    """The plain twin as one task's binary classifier: on multi-class data it is one K+1-class
+    model, seen through its undamaged and this defect class's logits."""
+    classes = ckpt["summary"].get("classes")
+    return robustness.Columns(model, [0, classes.index(run_defect(run))]) if classes else model
+
+
+def _per_task(manifest: Path, run: str, evaluate) -> pd.DataFrame:
+    """`evaluate(test split, run name)` for each task of the run (see the module's docstring)."""
+    return pd.concat([evaluate(load_split(manifest, "test", defect=defect), name) for defect, name in tasks(manifest, run)],
+                     ignore_index=True)
+
+
 def run_classify(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
     dev, bs = device(), params["evaluate"]["batch_size"]
     g, d, ckpt = _load_any(checkpoint, dev)
-    test = load_split(manifest, "test")
-    out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
-    y = test.labels.numpy()
-    models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_probs"]), "G": out["g_probs"]}
-    rows = [{"model": m, "metric": k, "condition": "test", "value": v}
-            for m, probs in models.items() for k, v in binary_metrics(y, probs.argmax(1).numpy()).items()]
-    return tidy_frame(rows, dataset, ckpt["summary"]["run"], note=_run_note(ckpt).lstrip("; "))
+
+    def evaluate(test, run):
+        out = predict(test, d=d if g is not None else _twin_task(d, ckpt, run), g=g, batch_size=bs, device=dev,
+                      seed=params["seed"])
+        y = test.labels.numpy()
+        models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_probs"]), "G": out["g_probs"]}
+        rows = [{"model": m, "metric": k, "condition": "test", "value": v}
+                for m, probs in models.items() for k, v in binary_metrics(y, probs.argmax(1).numpy()).items()]
+        return tidy_frame(rows, dataset, run, note=_run_note(ckpt).lstrip("; "))
+    return _per_task(manifest, ckpt["summary"]["run"], evaluate)
 
 
 def run_robustness(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
     dev, bs = device(), params["evaluate"]["batch_size"]
     g, d, ckpt = _load_any(checkpoint, dev)
-    test = load_split(manifest, "test")
-    if g is None:
-        rows, model = robustness.sweep(test, d, None, params["evaluate"], bs, params["seed"], dev), "baseline"
-    else:
-        rows, model = robustness.sweep(test, robustness.RealLogits(d), d, params["evaluate"], bs, params["seed"], dev), "D"
-    return tidy_frame(rows, dataset, ckpt["summary"]["run"], model, note=_run_note(ckpt).lstrip("; "))
+    def evaluate(test, run):
+        model, name = (_twin_task(d, ckpt, run), "baseline") if g is None else (robustness.RealLogits(d), "D")
+        rows = robustness.sweep(test, model, None if g is None else d, params["evaluate"], bs, params["seed"], dev)
+        return tidy_frame(rows, dataset, run, name, note=_run_note(ckpt).lstrip("; "))
+    return _per_task(manifest, ckpt["summary"]["run"], evaluate)
 
 
 def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
     dev, bs = device(), params["evaluate"]["batch_size"]
     g, d, ckpt = load_gan(checkpoint, dev)
-    test = load_split(manifest, "test")
-    out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
-    rows = uncertainty.fakeness_correlation(out["d_probs"], out["g_probs"], test.labels)
-    return tidy_frame(rows, dataset, ckpt["summary"]["run"], note=f"{len(test)} test crops")
+
+    def evaluate(test, run):
+        out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
+        rows = uncertainty.fakeness_correlation(out["d_probs"], out["g_probs"], test.labels)
+        return tidy_frame(rows, dataset, run, note=f"{len(test)} test crops")
+    return _per_task(manifest, ckpt["summary"]["run"], evaluate)
 
 
 def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     """IoU and f1_tol2 per damaged test crop for a GAN run (counterfactual maps and Grad-CAM on
-    its D) or a supervised segmenter; thresholds chosen on val."""
+    its D) or a supervised segmenter; thresholds chosen on val; per task on multi-class data."""
     dev, bs, seed = device(), params["evaluate"]["batch_size"], params["seed"]
     cfg = params["evaluate"]["saliency"]
-    val, test, vmask, tmask = masked_splits(manifest)
     ckpt = load_checkpoint(checkpoint)
     run_note = _run_note(ckpt)
     if ckpt["kind"] == "segmenter":
@@ -124,17 +148,22 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
         g, d, ckpt = load_gan(ckpt, dev)
         methods = [("counterfactual", lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"])),
                    ("gradcam", lambda s: saliency.gradcam_maps(d, s, bs, dev))]
-    rows, example_maps = [], {}
-    for method, make in methods:
-        extra = f"; maps blurred with a {cfg['smooth_sigma']} px Gaussian" if method == "counterfactual" and cfg["smooth_sigma"] > 0 else ""
-        test_maps = make(test)
-        new, t = saliency_rows(method, make(val)[vmask], val.masks.numpy()[vmask], test_maps, test, tmask,
-                                cfg["quantiles"], extra + run_note)
-        rows += new
-        example_maps[method] = test_maps
-        if method == "segmenter":  # a crop is called damaged when its predicted mask is not empty
-            predicted = saliency.binarize(test_maps, t).reshape(len(test), -1).any(1)
-            rows += [{"model": method, "metric": k, "condition": "test", "value": v, "note": rows[-1]["note"]}
-                     for k, v in binary_metrics(test.labels.numpy(), predicted).items()]
-    save_saliency_examples(examples_out, test, example_maps)
-    return tidy_frame(rows, dataset, ckpt["summary"]["run"])
+    frames, examples = [], {}
+    for defect, run in tasks(manifest, ckpt["summary"]["run"]):
+        val, test, vmask, tmask = masked_splits(manifest, defect)
+        rows, example_maps = [], {}
+        for method, make in methods:
+            extra = f"; maps blurred with a {cfg['smooth_sigma']} px Gaussian" if method == "counterfactual" and cfg["smooth_sigma"] > 0 else ""
+            test_maps = make(test)
+            new, t = saliency_rows(method, make(val)[vmask], val.masks.numpy()[vmask], test_maps, test, tmask,
+                                    cfg["quantiles"], extra + run_note)
+            rows += new
+            example_maps[method] = test_maps
+            if method == "segmenter":  # a crop is called damaged when its predicted mask is not empty
+                predicted = saliency.binarize(test_maps, t).reshape(len(test), -1).any(1)
+                rows += [{"model": method, "metric": k, "condition": "test", "value": v, "note": rows[-1]["note"]}
+                         for k, v in binary_metrics(test.labels.numpy(), predicted).items()]
+        examples[defect] = (test, example_maps)
+        frames.append(tidy_frame(rows, dataset, run))
+    save_saliency_examples(examples_out, examples)
+    return pd.concat(frames, ignore_index=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import grid_seeds, run_name
+from ..config import grid_seeds, run_defect, run_name
 from ..errors import UserError
 from ..io import write_json, write_csv
 from . import figures, metrics, tables
@@ -19,12 +19,25 @@ def _read(paths: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _defects(cls: pd.DataFrame) -> list[str]:
+    """The defect classes the evaluations name (multi-class data), in the order of the table rows."""
+    return sorted({d for d in cls["run"].map(run_defect) if d})
+
+
+def _examples(path: Path, defect: str | None, keys: tuple[str, ...]) -> dict:
+    """Example arrays of one task from an examples file (keys tagged `__<class>` on multi-class data)."""
+    tag = f"__{defect}" if defect else ""
+    with np.load(path) as f:
+        return {k: f[k + tag] for k in keys}
+
+
 def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
     ev = {kind: sorted((evaluations / kind).glob("*.csv")) for kind in
-          ("fid", "classification", "robustness", "uncertainty", "saliency")}
+          ("fid", "classification", "robustness", "uncertainty", "saliency", "multiclass")}
     if not ev["classification"]:
         raise UserError(f"{evaluations}: no evaluation CSVs found (run the evaluation steps first)")
-    fid, cls, rob, unc, sal = (_read(ev[k]) for k in ("fid", "classification", "robustness", "uncertainty", "saliency"))
+    fid, cls, rob, unc, sal, mc = (_read(ev[k]) for k in ("fid", "classification", "robustness", "uncertainty", "saliency",
+                                                          "multiclass"))
     tdir, fdir = out / "tables", out / "figures"
     written = []
 
@@ -33,8 +46,10 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
         written.append(tdir / name)
 
     table(tables.table1_fid(fid), "table1_fid.csv", "Table 1: FID of counterfactuals, full test set", tables._notes(fid))
-    table(tables.table2_classification(cls), "table2_classification.csv",
-          "Table 2: classification on the test split (mean over seeds, sd, n_seeds)", tables._notes(cls))
+    table(tables.table2_classification(cls, mc), "table2_classification.csv",
+          "Table 2: classification on the test split (mean over seeds, sd, n_seeds)" +
+          ("; per defect class, and the multi-class decisions' macro F1 (rows without a defect)" if not mc.empty else ""),
+          tables._notes(pd.concat([cls, mc], ignore_index=True)))
     table(tables.table3_fid_subsets(fid), "table3_fid_subsets.csv", "Table 3: FID on full / undamaged / damaged subsets (A.2)", tables._notes(fid))
     table(tables.table4_fakeness(unc), "table4_fakeness_correlation.csv",
           "Table 4: Pearson r between D's fake probability and the per-sample NLL (A.3)", tables._notes(unc))
@@ -42,22 +57,37 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
     first_seed = grid_seeds(params)[0]
     showcase = run_name(show["generator"], show["discriminator"], show["cycles"], first_seed)  # figures 2 and 4: one seed
     ex = evaluations / "examples"
-    figures.fig2_counterfactuals(dict(np.load(ex / f"{showcase}_counterfactuals.npz")), fdir / "fig2_counterfactuals.png",
-                                 f"Counterfactuals of {showcase} (test split)")
-    trivial = cls[(cls["run"] == "references") & (cls["metric"] == "f1")].set_index("model")["value"].to_dict()
-    figures.fig3_sweep(rob, "pgd", fdir / "fig3_pgd.png", "PGD step size (targeted, fixed iterations)", trivial)
-    figures.fig3_sweep(rob, "noise", fdir / "fig3_noise.png", "Gaussian noise standard deviation", trivial)
+    defects = _defects(cls)
+    shown = [(d, run_name(show["generator"], show["discriminator"], show["cycles"], first_seed, d)) for d in defects] \
+        or [(None, showcase)]
+    figures.fig2_counterfactuals([(d or "", dict(np.load(ex / f"{run}_counterfactuals.npz"))) for d, run in shown],
+                                 fdir / "fig2_counterfactuals.png",
+                                 f"Counterfactuals of {showcase}" + (" (one GAN per defect class)" if defects else "")
+                                 + " (test split)")
+    refs = cls[cls["run"].str.startswith("references") & (cls["metric"] == "f1")]
+    trivial = {m + (r[len("references"):] if len(r) > len("references") else ""): v
+               for r, m, v in zip(refs["run"], refs["model"], refs["value"])}
+    if mc.empty:
+        figures.fig3_sweep(rob, "pgd", fdir / "fig3_pgd.png", "PGD step size (targeted, fixed iterations)", trivial)
+        figures.fig3_sweep(rob, "noise", fdir / "fig3_noise.png", "Gaussian noise standard deviation", trivial)
+    else:  # multi-class: the decisions over all classes (per-class sweeps stay in the evaluations and plots/)
+        figures.fig3_sweep(mc, "pgd", fdir / "fig3_pgd.png", "PGD step size (untargeted, fixed iterations)", None, "macro_f1")
+        figures.fig3_sweep(mc, "noise", fdir / "fig3_noise.png", "Gaussian noise standard deviation", None, "macro_f1")
     written += [fdir / "fig2_counterfactuals.png", fdir / "fig3_pgd.png", fdir / "fig3_noise.png"]
     if not sal.empty:
         t5 = tables.table5_segmentation(sal, cls)
         table(t5, "table5_segmentation.csv", "Table 5: saliency masks against ground truth (test split, damaged crops; "
               "mean over seeds, sd, n_seeds)", tables.table5_notes(sal, t5))
-        others = {f"segmenter {a}": np.load(ex / f"segmenter-{a}-s{first_seed}_saliency.npz")["segmenter"]
-                  for a in params["segmenter"]["architectures"] if (ex / f"segmenter-{a}-s{first_seed}_saliency.npz").exists()}
-        if (ex / "references_saliency.npz").exists():
-            others["local contrast (no training)"] = np.load(ex / "references_saliency.npz")["local_contrast"]
-        figures.fig4_saliency(dict(np.load(ex / f"{showcase}_saliency.npz")), fdir / "fig4_saliency.png",
-                              f"Saliency of {showcase}: counterfactual vs Grad-CAM vs segmenters and references", others)
+        sources = {f"segmenter {a}": (f"segmenter-{a}-s{first_seed}", "segmenter") for a in params["segmenter"]["architectures"]}
+        sources["local contrast (no training)"] = ("references", "local_contrast")
+        # one block of rows per defect class (its GAN's crops), or the one binary task
+        gan = [_examples(ex / f"{run}_saliency.npz", d, ("x", "mask", "counterfactual", "gradcam")) for d, run in shown]
+        others = {name: [_examples(ex / f"{file}_saliency.npz", d, (key,))[key] for d, _ in shown]
+                  for name, (file, key) in sources.items() if (ex / f"{file}_saliency.npz").exists()}
+        figures.fig4_saliency({k: np.concatenate([g[k] for g in gan]) for k in gan[0]}, fdir / "fig4_saliency.png",
+                              f"Saliency of {showcase}" + (f" per defect class ({', '.join(defects)})" if defects else "")
+                              + ": counterfactual vs Grad-CAM vs segmenters and references",
+                              {name: np.concatenate(maps) for name, maps in others.items()})
         figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
         written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
     write_json(out / "metrics.json", metrics.headline(cls, rob, unc, sal))

@@ -26,32 +26,42 @@ def _img(a: np.ndarray) -> np.ndarray:
     return a.transpose(1, 2, 0) if a.ndim == 3 and a.shape[0] == 3 else a
 
 
-def fig2_counterfactuals(examples: dict, path: Path, title: str) -> None:
-    x, x_cf, labels = examples["x"], examples["x_cf"], examples["labels"]
-    fig, axes = plt.subplots(3, len(x), figsize=(1.6 * len(x), 5))
-    axes = np.atleast_2d(axes).reshape(3, -1)
-    diffs = np.abs(x.astype(float) - x_cf.astype(float)).mean(1) / 255
-    vmax = max(float(diffs.max()), 1e-6)  # one scale for the row, so small changes look small
-    for i in range(len(x)):
-        for r, (im, name) in enumerate(((_img(x[i]), "input"), (_img(x_cf[i]), "counterfactual"),
-                                        (diffs[i], f"|x - G(x)| (0 to {vmax:.2f})"))):
-            axes[r, i].imshow(im, cmap="magma" if r == 2 else None, vmin=0 if r == 2 else None, vmax=vmax if r == 2 else None)
-            axes[r, i].set_xticks([]); axes[r, i].set_yticks([])
-            if i == 0:
-                axes[r, i].set_ylabel(name, fontsize=8)
-        axes[0, i].set_title("damaged" if labels[i] else "undamaged", fontsize=8)
+def fig2_counterfactuals(groups: list[tuple[str, dict]], path: Path, title: str) -> None:
+    """Input, counterfactual and |x - G(x)| for each group of examples (one group: binary data;
+    one per defect class: its one-vs-rest GAN), three rows per group."""
+    n = max(len(ex["x"]) for _, ex in groups)
+    fig, axes = plt.subplots(3 * len(groups), n, figsize=(1.6 * n, 5 * len(groups)), squeeze=False)
+    for gi, (group, examples) in enumerate(groups):
+        x, x_cf, labels = examples["x"], examples["x_cf"], examples["labels"]
+        diffs = np.abs(x.astype(float) - x_cf.astype(float)).mean(1) / 255
+        vmax = max(float(diffs.max()), 1e-6)  # one scale for the row, so small changes look small
+        for i in range(n):
+            for r, (name) in enumerate(("input", "counterfactual", f"|x - G(x)| (0 to {vmax:.2f})")):
+                ax = axes[3 * gi + r, i]
+                ax.set_xticks([]); ax.set_yticks([])
+                if i >= len(x):
+                    ax.axis("off")
+                    continue
+                im = (_img(x[i]), _img(x_cf[i]), diffs[i])[r]
+                ax.imshow(im, cmap="magma" if r == 2 else None, vmin=0 if r == 2 else None, vmax=vmax if r == 2 else None)
+                if i == 0:
+                    ax.set_ylabel(f"{group}\n{name}" if group else name, fontsize=8)
+            if i < len(x):
+                axes[3 * gi, i].set_title((group or "damaged") if labels[i] else "undamaged", fontsize=8)
     fig.suptitle(title, fontsize=9)
     _save(fig, path)
 
 
-def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str, trivial: dict[str, float] | None = None) -> None:
-    """F1 against attack strength per configuration: the line is the mean over seeds, the band
-    one standard deviation; the trivial classifiers' F1 (constant under any attack) dotted."""
+def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str, trivial: dict[str, float] | None = None,
+               metric: str = "f1") -> None:
+    """F1 (multi-class data: macro F1 of the multi-class decisions) against attack strength per
+    configuration: the line is the mean over seeds, the band one standard deviation; the trivial
+    classifiers' F1 (constant under any attack) dotted."""
     r = rob[rob["condition"].str.startswith(attack + "=")].copy()
     r["strength"] = r["condition"].str.split("=").str[1].astype(float)
     r["model_run"] = r["run"].map(lambda run: split_seed(run)[0]) + " (" + r["model"] + ")"
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=r[r["metric"] == "f1"], x="strength", y="value", hue="model_run", marker="o", errorbar="sd", ax=ax)
+    sns.lineplot(data=r[r["metric"] == metric], x="strength", y="value", hue="model_run", marker="o", errorbar="sd", ax=ax)
     for i, (name, f1) in enumerate(sorted((trivial or {}).items())):
         ax.axhline(f1, color="grey", linestyle=":", linewidth=1)
         ax.annotate(f"{name} F1 {f1:.2f}", (0.01, f1), xycoords=("axes fraction", "data"), fontsize=6, color="grey",
@@ -64,7 +74,8 @@ def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str, trivial:
         ax2.set_ylabel("mean p_fake (dashed)")
         ax2.set_ylim(0, 1)
     n = r.groupby("model_run")["run"].nunique().max()
-    ax.set_xlabel(xlabel); ax.set_ylabel(f"F1 (solid; mean of {n} seed(s), band: sd)"); ax.set_ylim(0, 1)
+    label = "macro F1" if metric == "macro_f1" else "F1"
+    ax.set_xlabel(xlabel); ax.set_ylabel(f"{label} (solid; mean of {n} seed(s), band: sd)"); ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.12, 1.0))
     _save(fig, path)
 

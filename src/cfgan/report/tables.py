@@ -3,7 +3,9 @@ as Markdown beside it.
 
 Every table has one row per configuration (a run's name without its seed) and reports, per
 metric, the mean over seeds, `<metric>_sd` (sample standard deviation; empty for one seed) and
-`n_seeds`. The per-seed values stay in the tidy CSVs under evaluations/."""
+`n_seeds`. The per-seed values stay in the tidy CSVs under evaluations/. On a multi-class data
+set each table leads with `defect`, the defect class a row is about (one-vs-rest GANs, and the
+class-agnostic models and references evaluated per class); binary tables have no such column."""
 
 from __future__ import annotations
 
@@ -11,15 +13,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import parse_run_name, split_seed
+from ..config import parse_run_name, run_defect, split_seed, with_defect
 from ..evaluate.metrics import NEARLY_ALL_PIXELS  # a light module: the report's code stays free of models
 from ..io import write_csv, write_text
 
 
 def with_config(frame: pd.DataFrame) -> pd.DataFrame:
-    """Adds `config` (the run without `-s{seed}`) and `seed`."""
+    """Adds `config` (the run without `-s{seed}`), `seed` and `defect` (None on binary data)."""
     parts = frame["run"].map(split_seed)
-    return frame.assign(config=parts.str[0], seed=parts.str[1])
+    return frame.assign(config=parts.str[0], seed=parts.str[1], defect=frame["run"].map(run_defect))
+
+
+def _by_defect(frame: pd.DataFrame, keys: list[str]) -> list[str]:
+    """`keys`, led by `defect` where the rows name defect classes."""
+    return (["defect"] if frame["defect"].notna().any() else []) + keys
 
 
 def _gan_parts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -49,23 +56,39 @@ def _notes(frame: pd.DataFrame) -> str:
 
 def table1_fid(fid: pd.DataFrame) -> pd.DataFrame:
     full = _gan_parts(fid[fid["condition"] == "full"])
-    return over_seeds(full, ["generator", "discriminator", "cycles"], ["fid"])
+    return over_seeds(full, _by_defect(full, ["generator", "discriminator", "cycles"]), ["fid"])
 
 
 def table3_fid_subsets(fid: pd.DataFrame) -> pd.DataFrame:
     f = _gan_parts(fid).rename(columns={"condition": "set"})
-    return over_seeds(f, ["generator", "discriminator", "cycles", "set"], ["fid"])
+    return over_seeds(f, _by_defect(f, ["generator", "discriminator", "cycles", "set"]), ["fid"])
 
 
-def table2_classification(cls: pd.DataFrame) -> pd.DataFrame:
+def multiclass_rows(mc: pd.DataFrame) -> pd.DataFrame:
+    """The multi-class decisions' test rows for table 2: accuracy and macro F1 over all classes
+    (no defect), and each defect class's F1 of the decision as that class's row."""
+    test = mc[mc["condition"] == "test"]
+    per_class = test[test["metric"].str.startswith("f1_") & (test["metric"] != "f1_undamaged")]
+    per_class = per_class.assign(run=[with_defect(r, m.removeprefix("f1_")) for r, m in zip(per_class["run"], per_class["metric"])],
+                                 metric="f1")
+    return pd.concat([test[test["metric"].isin(["accuracy", "macro_f1"])], per_class], ignore_index=True)
+
+
+def table2_classification(cls: pd.DataFrame, mc: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every classifier: D and G's head of each GAN configuration, the plain twins, and the
-    trivial classifiers (run `references`) that a collapsed model would score like."""
-    return over_seeds(with_config(cls), ["config", "model"], ["accuracy", "f1", "precision", "recall"])
+    trivial classifiers (run `references`) that a collapsed model would score like. Multi-class
+    data: each of these per defect class (its task), and the multi-class decisions (`mc`) with
+    their macro F1 over all classes (rows without a defect) and per-class F1."""
+    metrics = ["accuracy", "f1", "precision", "recall"]
+    if mc is not None and not mc.empty:
+        cls, metrics = pd.concat([cls, multiclass_rows(mc)], ignore_index=True), metrics + ["macro_f1"]
+    c = with_config(cls)
+    return over_seeds(c, _by_defect(c, ["config", "model"]), metrics)
 
 
 def table4_fakeness(unc: pd.DataFrame) -> pd.DataFrame:
     u = _gan_parts(unc).rename(columns={"model": "prediction_of"})
-    return over_seeds(u, ["generator", "discriminator", "cycles", "prediction_of"], ["pearson_r"])
+    return over_seeds(u, _by_defect(u, ["generator", "discriminator", "cycles", "prediction_of"]), ["pearson_r"])
 
 
 def table5_segmentation(sal: pd.DataFrame, cls: pd.DataFrame) -> pd.DataFrame:
@@ -80,9 +103,11 @@ def table5_segmentation(sal: pd.DataFrame, cls: pd.DataFrame) -> pd.DataFrame:
     borrowed = borrowed.merge(has_own, on=["run", "model"], how="left")
     borrowed = borrowed[borrowed["own"].isna()].drop(columns="own")
     rows = pd.concat([maps[["run", "model", "metric", "value"]], borrowed], ignore_index=True)
-    out = over_seeds(with_config(rows).rename(columns={"model": "saliency"}), ["config", "saliency"],
-                     ["iou_median", "iou_mean", "f1_tol2_median", "f1_tol2_mean", "coverage", "accuracy", "f1"])
-    return out.sort_values("iou_median", ascending=False, kind="stable").reset_index(drop=True)
+    rows = with_config(rows).rename(columns={"model": "saliency"})
+    keys = _by_defect(rows, ["config", "saliency"])
+    out = over_seeds(rows, keys, ["iou_median", "iou_mean", "f1_tol2_median", "f1_tol2_mean", "coverage", "accuracy", "f1"])
+    order = (["defect"] if keys[0] == "defect" else []) + ["iou_median"]
+    return out.sort_values(order, ascending=[True] * (len(order) - 1) + [False], kind="stable").reset_index(drop=True)
 
 
 def table5_notes(sal: pd.DataFrame, table: pd.DataFrame) -> str:

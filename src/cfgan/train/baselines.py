@@ -1,5 +1,6 @@
-"""The plain (non-adversarial) 2-class classifier on the same backbone as D: the twin that
-Table 2 and Figure 3 compare against."""
+"""The plain (non-adversarial) classifier on the same backbone as D: the twin that Table 2 and
+Figure 3 compare against. Two classes on binary data; on a multi-class data set one K+1-class
+classifier (undamaged and each defect class), selected on val by macro F1."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.augment import augment
-from ..data.datasets import load_split
-from ..evaluate.metrics import binary_metrics
+from ..data.datasets import defect_names, load_split, read_manifest
+from ..evaluate.metrics import binary_metrics, multiclass_metrics
 from ..evaluate.predict import predict
 from ..models import build_discriminator
 from .common import as_checkpoint, autocast, batch_indices, device, prepare, rebuilds, save_run, seed_everything
@@ -24,15 +25,18 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     name = f"baseline-{backbone}-s{seed}"
     dev = device()
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
+    classes = ["undamaged", *defect_names(read_manifest(manifest))] if train.classes is not train.labels else None
+    n_out = len(classes) if classes else 2
     image_size = train.images.shape[-1]
-    model = prepare(build_discriminator(backbone, params["discriminator"], image_size, 2), dev)
+    model = prepare(build_discriminator(backbone, params["discriminator"], image_size, n_out), dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"f1": -1.0, "step": 0, "state": None}, []
     val_every = params["train"]["val_every"]
     model.train()
     for step in tqdm(range(cfg["steps"]), desc=name, unit="step"):
-        idx = batch_indices(train.labels, cfg["batch_size"], rng, cfg.get("balance", False))
-        x, y = train.batch(idx, dev)
+        idx = batch_indices(train.classes, cfg["batch_size"], rng, cfg.get("balance", False))
+        x, _ = train.batch(idx, dev)
+        y = train.classes[idx].to(dev)
         with autocast(dev):
             loss = F.cross_entropy(model(augment(x, params["train"]["augment"], rng)), y)
         opt.zero_grad(set_to_none=True)
@@ -43,13 +47,15 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
             model.eval()
             probs = predict(val, d=model, batch_size=params["evaluate"]["batch_size"], device=dev)["d_probs"]
             model.train()
-            f1 = binary_metrics(val.labels.numpy(), probs.argmax(1).numpy())["f1"]
+            pred = probs.argmax(1).numpy()
+            f1 = multiclass_metrics(val.classes.numpy(), pred, n_out)["macro_f1"] if classes else \
+                binary_metrics(val.labels.numpy(), pred)["f1"]
             row["val_f1"] = f1
             if f1 > best["f1"]:
                 best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
         log.append(row)
     summary = {"run": name, "backbone": backbone, "seed": seed, "balance": cfg.get("balance", False), "best_step": best["step"], "val_f1": best["f1"],
-               "image_size": image_size}
+               "image_size": image_size, **({"classes": classes} if classes else {})}
     save_run(out_dir, {"kind": "baseline", "model": best["state"], "params": params, "summary": summary}, log)
     return summary
 
@@ -58,6 +64,6 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
 def load_baseline(source, dev="cpu"):
     ckpt = as_checkpoint(source)
     s = ckpt["summary"]
-    model = build_discriminator(s["backbone"], ckpt["params"]["discriminator"], s["image_size"], 2)
+    model = build_discriminator(s["backbone"], ckpt["params"]["discriminator"], s["image_size"], len(s.get("classes", [0, 1])))
     model.load_state_dict(ckpt["model"])
     return model.to(dev).eval(), ckpt

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import deep_merge, parse_run_name
+from ..config import deep_merge, parse_run_name, run_defect
 from ..data.augment import augment
 from ..data.datasets import load_split
 from ..evaluate.metrics import binary_metrics
@@ -150,7 +150,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     cfg = train_config(params, dataset)
     rng = seed_everything(seed)
     dev = device()
-    train, val = load_split(manifest, "train"), load_split(manifest, "val")
+    defect = run_defect(run)  # one-vs-rest: this defect class's crops against the undamaged ones
+    train, val = load_split(manifest, "train", defect=defect), load_split(manifest, "val", defect=defect)
     image_size = train.images.shape[-1]
     g = prepare(build_generator(gen_name, params["generator"], image_size), dev)
     d = prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3), dev)
