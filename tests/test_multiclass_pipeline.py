@@ -1,12 +1,15 @@
 """A generated three-class data set (class-id masks) through the tiny pipeline: one GAN per defect
 class, per-class rows in every table, one block per class in figures 2 and 4. Slow (minutes)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
+from cfgan.cli import main
 from conftest import copy_workflow
 from test_pipeline import ARTIFACTS, snakemake
 
@@ -42,6 +45,7 @@ def make_three_class_set(root, n=60, size=64, seed=0):
 
 @pytest.mark.slow
 def test_three_class_data_through_the_tiny_pipeline(tmp_path):
+    (tmp_path / "work").mkdir()
     work = copy_workflow(tmp_path / "work")
     make_three_class_set(tmp_path / "plates")
     overlay = {
@@ -74,14 +78,14 @@ def test_three_class_data_through_the_tiny_pipeline(tmp_path):
     manifest = pd.read_csv(work / "data/processed/plates/manifest.csv")
     assert set(manifest["defect_name"]) == {"undamaged", *CLASSES.values()}
     t2 = pd.read_csv(res / "tables/table2_classification.csv")
-    assert set(t2["defect"]) == set(CLASSES.values())
+    assert set(t2["defect"]) == {*CLASSES.values(), "all"}
+    assert (t2["n_seeds"] == 1).all()   # one seed; no two quantities share a row
+    decisions = {"D (one-vs-rest)", "baseline (K+1 classes)"}
     for name in CLASSES.values():
         models = set(t2.loc[t2["defect"] == name, "model"])
-        assert {"D", "G", "baseline", "all_damaged", "all_undamaged"} <= models, (name, models)
-    decisions = t2[t2["defect"].isna()].set_index("model")["macro_f1"]  # over all classes: no defect
-    assert set(decisions.index) == {"D (one-vs-rest)", "baseline"} and decisions.between(0, 1).all()
-    per_class = t2[t2["model"] == "D (one-vs-rest)"].dropna(subset=["defect"])
-    assert set(per_class["defect"]) == set(CLASSES.values())
+        assert {"D", "G", "baseline", "all_damaged", "all_undamaged", *decisions} <= models, (name, models)
+    overall = t2[t2["defect"] == "all"].set_index("model")["macro_f1"]  # the decisions over every class
+    assert set(overall.index) == decisions and overall.between(0, 1).all()
     mc = pd.read_csv(res / "evaluations/multiclass/cnn_unet-resnet3-c1-s0.csv")
     assert {"pgd=0.01", "noise=0.2"} <= set(mc.loc[mc["metric"] == "macro_f1", "condition"])
     t5 = pd.read_csv(res / "tables/table5_segmentation.csv")
@@ -92,5 +96,17 @@ def test_three_class_data_through_the_tiny_pipeline(tmp_path):
     # the class's own pixel rate, which differs between a thin scratch and a square patch
     rand = t5[t5["saliency"] == "random"].set_index("defect")["iou_median"]
     assert rand["scratch"] < rand["patch"]
+    assert set(t5["defect"]) == set(CLASSES.values())
     for table in ("table1_fid", "table3_fid_subsets", "table4_fakeness_correlation"):
         assert set(pd.read_csv(res / f"tables/{table}.csv")["defect"]) == set(CLASSES.values()), table
+
+    # cfgan explain on the multi-class run: the configuration's name finds its three one-vs-rest runs
+    image = tmp_path / "plates/images/002.png"
+    out = tmp_path / "explained"
+    assert main(["explain", "--run", str(res / "runs/cnn_unet-resnet3-c1-s0"), str(image), "--out", str(out)]) == 0
+    record = json.loads((out / "002.json").read_text())
+    assert record["prediction"] in {"undamaged", *CLASSES.values()}
+    assert set(record["classes"]) == set(CLASSES.values())
+    for name, c in record["classes"].items():
+        assert (out / f"002_{name}_counterfactual.png").is_file() and (out / f"002_{name}_saliency.png").is_file()
+        assert 0 <= c["p_damaged"] <= 1 and 0 <= c["p_fake"] <= 1

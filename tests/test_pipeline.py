@@ -86,6 +86,9 @@ def test_tiny_profile_end_to_end(tmp_path):
     cls = pd.read_csv(results / "tables/table2_classification.csv")
     assert cls[["accuracy", "f1", "precision", "recall"]].apply(lambda c: c.between(0, 1)).all().all()
     assert {"f1_sd", "n_seeds"} <= set(cls.columns) and (cls["n_seeds"] >= 1).all()
+    # a binary data set: no defect-class column, no multi-class decision (the artifacts of before)
+    assert "defect" not in cls.columns and "macro_f1" not in cls.columns
+    assert not (results / "evaluations/multiclass").exists()
     trivial = cls[cls["config"] == "references"].set_index("model")
     assert set(trivial.index) == {"all_damaged", "all_undamaged"} and trivial.loc["all_undamaged", "f1"] == 0
     fid = pd.read_csv(results / "tables/table3_fid_subsets.csv")

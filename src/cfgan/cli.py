@@ -284,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     step("report", cmd_report, "the paper's tables and figures for one data set", "evaluations", "out")
     step("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml (the DVC front door) for these params files", "out")
     ex = sub.add_parser("explain", help="counterfactual, saliency overlay and probabilities for your own images")
-    ex.add_argument("--run", required=True, help="a trained run folder (results/<ds>/runs/<run>) or its checkpoint.pt")
+    ex.add_argument("--run", required=True, action="append",
+                    help="a trained run folder (results/<ds>/runs/<run>) or its checkpoint.pt; multi-class data: "
+                         "--run once per one-vs-rest run, or once with the configuration's name without -k "
+                         "(e.g. results/<ds>/runs/cnn_unet-resnet3-c1-s0)")
     ex.add_argument("images", nargs="+", help="image files")
     ex.add_argument("--out", default="explanations", help="output folder (default: explanations/)")
     ex.add_argument("--force", action="store_true", help="overwrite earlier explanations of the same names")

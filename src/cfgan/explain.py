@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .config import run_defect, split_seed  # noqa: E402
 from .data.images import read_rgb  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
@@ -28,8 +29,21 @@ def _checkpoint(run: str) -> Path:
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise UserError(f"--run {run}: no checkpoint there (give a run folder such as results/synthetic/runs/"
-                        f"cnn_unet-resnet3-c1, or its checkpoint.pt)")
+                        f"cnn_unet-resnet3-c1-s0, or its checkpoint.pt)")
     return path
+
+
+def checkpoints(runs: list[str]) -> list[Path]:
+    """The checkpoints to explain with: one binary run; or the one-vs-rest runs of a multi-class
+    data set, given one by one or as the configuration's name without `-k` (its sibling folders
+    `<name>-k<class>-s<seed>` are then found)."""
+    if len(runs) == 1 and not Path(runs[0]).exists():
+        folder = Path(runs[0])
+        head, seed = split_seed(folder.name)
+        siblings = sorted(folder.parent.glob(f"{head}-k*-s{seed}")) if seed is not None and folder.parent.is_dir() else []
+        if siblings:
+            return [_checkpoint(str(p)) for p in siblings]
+    return [_checkpoint(r) for r in runs]
 
 
 def inputs(arrays: list[np.ndarray], size: int) -> torch.Tensor:
@@ -38,59 +52,112 @@ def inputs(arrays: list[np.ndarray], size: int) -> torch.Tensor:
                         for a in arrays]).float() / 255
 
 
-def explain(run: str, images: list[str], out: Path, force: bool = False, seed: int = 0) -> list[Path]:
-    g, d, ckpt = load_gan(_checkpoint(run))
-    size = ckpt["summary"]["image_size"]
+def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int) -> dict:
+    z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        x_cf, g_logits = g(x, z)
+        d_probs = d(x).softmax(1)
+    values = signals(outputs(g, d, x, seed), ckpt["summary"].get("ood"))
+    return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_probs": d_probs, "ood_values": values,
+            "saliency": (x - x_cf).abs().mean(1).numpy()}
+
+
+def _figure(x: torch.Tensor, cf: np.ndarray, saliency: np.ndarray, ood: bool | None, reasons: list[str], path: Path,
+            title: str = "") -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
+    for ax, im, name in zip(axes, (x.permute(1, 2, 0).numpy(), cf, None), ("input", "counterfactual", "saliency |x - G(x)|")):
+        if im is None:
+            ax.imshow(x.permute(1, 2, 0).numpy())
+            ax.imshow(saliency, cmap="magma", alpha=0.6)
+        else:
+            ax.imshow(im)
+        ax.set_title(name, fontsize=8); ax.axis("off")
+    head = [title] if title else []
+    if ood:
+        head.append("OUT OF DISTRIBUTION: unlike the run's training data; do not trust this explanation\n" + "; ".join(reasons))
+    if head:
+        fig.suptitle("\n".join(head), fontsize=7, color="firebrick" if ood else "black")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def _as_uint8(x_cf: torch.Tensor) -> np.ndarray:
+    return (x_cf.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def explain(run: str | list[str], images: list[str], out: Path, force: bool = False, seed: int = 0) -> list[Path]:
+    """One binary run, or the one-vs-rest runs of a multi-class data set (see `checkpoints`)."""
+    models = [load_gan(p) for p in checkpoints([run] if isinstance(run, str) else list(run))]
+    defects = [run_defect(ckpt["summary"]["run"]) for _, _, ckpt in models]
+    multi = len(models) > 1
+    if multi and None in defects:
+        raise UserError(f"--run: several runs given, but {models[defects.index(None)][2]['summary']['run']} is not one "
+                        f"defect class's run (-k<class> in its name)")
+    sizes = {ckpt["summary"]["image_size"] for _, _, ckpt in models}
+    if len(sizes) > 1:
+        raise UserError(f"--run: the runs were trained on different crop sizes {sorted(sizes)}")
+    size = sizes.pop()
     arrays = [read_rgb(p) for p in images]  # reads all first: a bad file stops before anything is written
     targets = []
     for path in images:
         stem = Path(path).stem
-        files = [out / f"{stem}_counterfactual.png", out / f"{stem}_saliency.png", out / f"{stem}.json"]
+        tags = [f"_{k}" for k in defects] if multi else [""]
+        files = [out / f"{stem}{t}_{kind}.png" for t in tags for kind in ("counterfactual", "saliency")] + [out / f"{stem}.json"]
         clash = [str(f) for f in files if f.exists()]
         if clash and not force:
             raise UserError(f"{', '.join(clash)} already exist; pass --force to overwrite or choose another --out")
         targets.append(files)
     out.mkdir(parents=True, exist_ok=True)
     x = inputs(arrays, size)
-    z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        x_cf, g_logits = g(x, z)
-        d_probs = d(x).softmax(1)
-    values = signals(outputs(g, d, x, seed), ckpt["summary"].get("ood"))
+    results = [_model_outputs(g, d, ckpt, x, seed) for g, d, ckpt in models]
     written = []
-    for i, (path, (cf_png, sal_png, js)) in enumerate(zip(images, targets)):
-        cf = (x_cf[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        with atomic_path(cf_png) as tmp:
-            Image.fromarray(cf).save(tmp, format="PNG")
-        saliency = (x[i] - x_cf[i]).abs().mean(0).numpy()
-        ood, reasons = assess({k: v[i] for k, v in values.items()}, ckpt["summary"].get("ood"))
-        fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-        for ax, im, title in zip(axes, (x[i].permute(1, 2, 0).numpy(), cf, None), ("input", "counterfactual", "saliency |x - G(x)|")):
-            if im is None:
-                ax.imshow(x[i].permute(1, 2, 0).numpy())
-                ax.imshow(saliency, cmap="magma", alpha=0.6)
-            else:
-                ax.imshow(im)
-            ax.set_title(title, fontsize=8); ax.axis("off")
-        if ood:
-            fig.suptitle("OUT OF DISTRIBUTION: unlike the run's training data; do not trust this explanation\n"
-                         + "; ".join(reasons), fontsize=7, color="firebrick")
-        with atomic_path(sal_png) as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        plt.close(fig)
-        real = d_probs[i, :2] / d_probs[i, :2].sum()
-        record = {
-            "image": str(path), "run": ckpt["summary"]["run"], "size": list(arrays[i].shape[1::-1]), "resized_to": size,
-            "out_of_distribution": ood, "out_of_distribution_reasons": reasons,
-            "ood_signals": {k: float(v[i]) for k, v in values.items()},
-            "prediction": "damaged" if real[1] > real[0] else "undamaged",
-            "p_undamaged": float(real[0]), "p_damaged": float(real[1]),
-            "p_fake": float(d_probs[i, 2]),
-            "d_probabilities_3class": {"real_undamaged": float(d_probs[i, 0]), "real_damaged": float(d_probs[i, 1]),
-                                       "fake": float(d_probs[i, 2])},
-            "g_head_probabilities": {"undamaged": float(g_logits[i].softmax(0)[0]), "damaged": float(g_logits[i].softmax(0)[1])},
-            "saliency_mean": float(saliency.mean()), "counterfactual": str(cf_png), "saliency_figure": str(sal_png),
-        }
-        write_text(js, json.dumps(record, indent=2) + "\n")
-        written += [cf_png, sal_png, js]
+    for i, (path, files) in enumerate(zip(images, targets)):
+        per_class, reasons_all, flags = {}, [], []
+        for j, ((_, _, ckpt), res, defect) in enumerate(zip(models, results, defects)):
+            cf_png, sal_png = files[2 * j], files[2 * j + 1]
+            cf = _as_uint8(res["x_cf"][i])
+            _save_png(cf, cf_png)
+            ood, reasons = assess({k: v[i] for k, v in res["ood_values"].items()}, ckpt["summary"].get("ood"))
+            reasons = [f"{defect}: {r}" for r in reasons] if multi else reasons
+            reasons_all += reasons
+            _figure(x[i], cf, res["saliency"][i], ood, reasons, sal_png, f"without {defect}" if multi else "")
+            flags.append(ood)
+            d_probs, g_probs = res["d_probs"][i], res["g_probs"][i]
+            real = d_probs[:2] / d_probs[:2].sum()
+            per_class[defect] = {
+                "run": ckpt["summary"]["run"], "out_of_distribution": ood, "out_of_distribution_reasons": reasons,
+                "ood_signals": {k: float(v[i]) for k, v in res["ood_values"].items()},
+                "p_undamaged": float(real[0]), "p_damaged": float(real[1]), "p_fake": float(d_probs[2]),
+                "log_odds_damaged": float(torch.log(d_probs[1] / d_probs[0])),
+                "d_probabilities_3class": {"real_undamaged": float(d_probs[0]), "real_damaged": float(d_probs[1]),
+                                           "fake": float(d_probs[2])},
+                "g_head_probabilities": {"undamaged": float(g_probs[0]), "damaged": float(g_probs[1])},
+                "saliency_mean": float(res["saliency"][i].mean()), "counterfactual": str(cf_png), "saliency_figure": str(sal_png),
+            }
+        record = {"image": str(path), "size": list(arrays[i].shape[1::-1]), "resized_to": size}
+        if multi:  # the multi-class decision of evaluate/multiclass.py: most confident D above even odds
+            best = max(per_class, key=lambda k: per_class[k]["log_odds_damaged"])
+            record.update({"runs": [c["run"] for c in per_class.values()],
+                           "prediction": best if per_class[best]["log_odds_damaged"] > 0 else "undamaged",
+                           "decision_rule": "the defect class whose D gives the largest log-odds of real-damaged over "
+                                            "real-undamaged, when above 0; otherwise undamaged",
+                           # flagged when any class's run finds the image unlike its training data
+                           "out_of_distribution": True if any(flags) else None if None in flags else False,
+                           "out_of_distribution_reasons": reasons_all,
+                           "classes": per_class})
+        else:
+            one = per_class[None]
+            record.update({"run": one.pop("run"), "out_of_distribution": one.pop("out_of_distribution"),
+                           "out_of_distribution_reasons": one.pop("out_of_distribution_reasons"),
+                           "prediction": "damaged" if one["p_damaged"] > one["p_undamaged"] else "undamaged"})
+            one.pop("log_odds_damaged")
+            record.update(one)
+        write_text(files[-1], json.dumps(record, indent=2) + "\n")
+        written += files
     return written

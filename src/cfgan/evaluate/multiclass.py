@@ -98,7 +98,7 @@ def run_multiclass(params, manifest: Path, checkpoints: list[Path], dataset: str
         if ckpt["summary"].get("classes") != ["undamaged", *names]:
             raise UserError(f"{checkpoints[0]}: trained for classes {ckpt['summary'].get('classes')}, "
                             f"this manifest has {['undamaged', *names]}")
-        run, model_name = ckpt["summary"]["run"], "baseline"
+        run, model_name = ckpt["summary"]["run"], "baseline (K+1 classes)"
     else:
         model, run, model_name = _one_vs_rest(checkpoints, names, dev)
     test = load_split(manifest, "test")

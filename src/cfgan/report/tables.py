@@ -18,6 +18,9 @@ from ..evaluate.metrics import NEARLY_ALL_PIXELS  # a light module: the report's
 from ..io import write_csv, write_text
 
 
+ALL_CLASSES = "all"  # the `defect` of a multi-class table's rows about every class at once
+
+
 def with_config(frame: pd.DataFrame) -> pd.DataFrame:
     """Adds `config` (the run without `-s{seed}`), `seed` and `defect` (None on binary data)."""
     parts = frame["run"].map(split_seed)
@@ -38,6 +41,8 @@ def over_seeds(frame: pd.DataFrame, keys: list[str], metrics: list[str] | None =
     """Mean, sd and number of seeds of `value` per (keys, metric), wide: metric, metric_sd, ..., n_seeds."""
     if metrics is not None:
         frame = frame[frame["metric"].isin(metrics)]
+    if "defect" in keys:  # rows about every class at once (the multi-class decisions)
+        frame = frame.assign(defect=frame["defect"].fillna(ALL_CLASSES))
     stats = frame.groupby(keys + ["metric"], dropna=False)["value"].agg(["mean", "std", "count"])
     mean, sd = stats["mean"].unstack("metric"), stats["std"].unstack("metric")
     order = [m for m in (metrics or sorted(mean.columns)) if m in mean.columns]
@@ -66,7 +71,7 @@ def table3_fid_subsets(fid: pd.DataFrame) -> pd.DataFrame:
 
 def multiclass_rows(mc: pd.DataFrame) -> pd.DataFrame:
     """The multi-class decisions' test rows for table 2: accuracy and macro F1 over all classes
-    (no defect), and each defect class's F1 of the decision as that class's row."""
+    (defect `all`), and each defect class's F1 of the decision as that class's row."""
     test = mc[mc["condition"] == "test"]
     per_class = test[test["metric"].str.startswith("f1_") & (test["metric"] != "f1_undamaged")]
     per_class = per_class.assign(run=[with_defect(r, m.removeprefix("f1_")) for r, m in zip(per_class["run"], per_class["metric"])],
@@ -78,7 +83,7 @@ def table2_classification(cls: pd.DataFrame, mc: pd.DataFrame | None = None) -> 
     """Every classifier: D and G's head of each GAN configuration, the plain twins, and the
     trivial classifiers (run `references`) that a collapsed model would score like. Multi-class
     data: each of these per defect class (its task), and the multi-class decisions (`mc`) with
-    their macro F1 over all classes (rows without a defect) and per-class F1."""
+    their macro F1 over all classes (defect `all`) and per-class F1."""
     metrics = ["accuracy", "f1", "precision", "recall"]
     if mc is not None and not mc.empty:
         cls, metrics = pd.concat([cls, multiclass_rows(mc)], ignore_index=True), metrics + ["macro_f1"]
