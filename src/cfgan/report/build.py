@@ -87,7 +87,8 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
         figures.fig4_saliency({k: np.concatenate([g[k] for g in gan]) for k in gan[0]}, fdir / "fig4_saliency.png",
                               f"Saliency of {showcase}" + (f" per defect class ({', '.join(defects)})" if defects else "")
                               + ": counterfactual vs Grad-CAM vs segmenters and references",
-                              {name: np.concatenate(maps) for name, maps in others.items()})
+                              {name: np.concatenate(maps) for name, maps in others.items()},
+                              [d for (d, _), g in zip(shown, gan) for _ in g["x"]] if defects else None)
         figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
         written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
     write_json(out / "metrics.json", metrics.headline(cls, rob, unc, sal))

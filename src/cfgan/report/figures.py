@@ -80,7 +80,8 @@ def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str, trivial:
     _save(fig, path)
 
 
-def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, np.ndarray] | None = None) -> None:
+def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, np.ndarray] | None = None,
+                  row_labels: list[str] | None = None) -> None:
     """Input, ground truth, the GAN's counterfactual map, Grad-CAM on its D, and (when given)
     the supervised segmenters' probability maps on the same crops."""
     x, mask = examples["x"], examples["mask"]
@@ -96,6 +97,8 @@ def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, 
             axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
             if i == 0:
                 axes[i, j].set_title(name, fontsize=8)
+        if row_labels:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
     fig.suptitle(title, fontsize=9)
     _save(fig, path)
 
