@@ -142,6 +142,15 @@ def split_seed(name: str) -> tuple[str, int | None]:
     return name, None
 
 
+def without_defect(name: str) -> str:
+    """A one-vs-rest run's name without its `-k{defect}`: the configuration and seed it belongs to."""
+    defect = run_defect(name)
+    if defect is None:
+        return name
+    head, seed = split_seed(name)
+    return head.removesuffix(f"-k{defect}") + ("" if seed is None else f"-s{seed}")
+
+
 def dataset_defects(params: dict, dataset: str) -> list[str]:
     """The defect classes one GAN is trained for each (one-vs-rest); [] for a binary data set."""
     from .data.classes import defect_classes
@@ -168,12 +177,11 @@ def multiclass_runs(params: dict, dataset: str) -> dict[str, list[str]]:
     """On a multi-class data set, what the multi-class decision is made from: each configuration
     and seed (named without `-k`) -> its K one-vs-rest GAN runs, each plain twin -> itself; {} on
     binary data."""
-    defects = dataset_defects(params, dataset)
-    if not defects:
+    if not dataset_defects(params, dataset):
         return {}
-    g = params["grid"]
-    out = {run_name(gen, dis, c, s): [run_name(gen, dis, c, s, k) for k in defects]
-           for gen in g["generators"] for dis in g["discriminators"] for c in g["cycles"] for s in grid_seeds(params)}
+    out: dict[str, list[str]] = {}
+    for run in grid_runs(params, dataset):
+        out.setdefault(without_defect(run), []).append(run)
     return {**out, **{b: [b] for b in baseline_runs(params)}}
 
 

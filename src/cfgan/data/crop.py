@@ -136,12 +136,12 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
                     else:
                         continue  # a sliver of damage: neither class, skipped
                 pieces.append(piece(image[y:y + crop, x:x + crop], m, label))
-            pieces = [p for p in pieces if p is not None]
-            limit = cfg.get("max_crops_per_image")
-            if limit and len(pieces) > limit:
-                keep = sorted(rng.choice(len(pieces), limit, replace=False))
-                pieces = [pieces[i] for i in keep]
-        for k, (img, m, label, defect) in enumerate(p for p in pieces if p is not None):
+        pieces = [p for p in pieces if p is not None]  # tiles dropped or skipped by piece()
+        limit = cfg.get("max_crops_per_image")  # (resize mode: one piece, never over the limit)
+        if limit and len(pieces) > limit:
+            keep = sorted(rng.choice(len(pieces), limit, replace=False))
+            pieces = [pieces[i] for i in keep]
+        for k, (img, m, label, defect) in enumerate(pieces):
             rel = Path("crops") / rec.split / f"{stem}_{k:03d}.png"
             save_png(out_dir / rel, _resize(img, size, False, fit))
             mask_rel = ""

@@ -63,11 +63,12 @@ def task_rows(frame: pd.DataFrame, defect: str | None, where: Path) -> pd.DataFr
     return frame[(frame["defect_class"].astype(int) == 0) | (frame["defect_name"] == defect)]
 
 
-def task_mask(manifest_path: str | Path, split: str, defect: str | None) -> np.ndarray:
-    """Which of a split's crops (in manifest order) belong to one defect class's task."""
+def split_labels(manifest_path: str | Path, split: str, defect: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A split's labels (manifest order, no image read) and which of its crops belong to one
+    defect class's task (all for None)."""
     frame = read_manifest(manifest_path)
     rows = frame[frame["split"] == split]
-    return rows.index.isin(task_rows(frame, defect, Path(manifest_path)).index)
+    return rows["label"].to_numpy(), rows.index.isin(task_rows(frame, defect, Path(manifest_path)).index)
 
 
 def tasks(manifest_path: str | Path, run: str) -> list[tuple[str | None, str]]:

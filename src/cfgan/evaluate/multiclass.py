@@ -15,17 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torchattacks
 from torch import nn
 
-from ..config import run_defect, split_seed
+from ..config import run_defect, without_defect
 from ..data.datasets import defect_names, load_split, read_manifest
 from ..errors import UserError
 from ..train.baselines import load_baseline
 from ..train.common import device, load_checkpoint
 from ..train.gan import load_gan
 from .metrics import multiclass_metrics
-from .robustness import gaussian_noise
+from .robustness import gaussian_noise, pgd
 from .tidy import tidy_frame
 
 
@@ -51,12 +50,9 @@ def _sweep(model: nn.Module, split, cfg: dict, batch_size: int, seed: int, dev, 
         preds = []
         for start in range(0, len(split), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(split)))
-            x, y = split.batch(idx, dev)
-            y = split.classes[idx].to(dev)
-            if attack == "pgd" and strength > 0:
-                steps, eps = cfg["pgd"]["steps"], cfg["pgd"]["eps"]
-                x = torchattacks.PGD(model, eps=eps if eps is not None else strength * steps, alpha=strength, steps=steps,
-                                     random_start=False)(x, y)
+            x, _ = split.batch(idx, dev)
+            if attack == "pgd":
+                x = pgd(model, x, split.classes[idx].to(dev), strength, cfg["pgd"]["steps"], cfg["pgd"]["eps"], targeted=False)
             elif attack == "noise":
                 x = gaussian_noise(x, strength, gen)
             with torch.no_grad():
@@ -79,8 +75,7 @@ def _one_vs_rest(checkpoints: list[Path], names: list[str], dev) -> tuple[nn.Mod
             raise UserError(f"{path}: run {run} is not one defect class's GAN of this manifest (classes: {', '.join(names)})")
         _, d, _ = load_gan(ckpt, dev)
         by_class[defect] = d
-        head, seed = split_seed(run)
-        bases.add(f"{head.rsplit('-k', 1)[0]}-s{seed}")
+        bases.add(without_defect(run))
     missing = [n for n in names if n not in by_class]
     if missing or len(bases) != 1:
         raise UserError(f"multiclass: need one GAN checkpoint per defect class of one configuration and seed; "
@@ -93,8 +88,9 @@ def run_multiclass(params, manifest: Path, checkpoints: list[Path], dataset: str
     names = defect_names(read_manifest(manifest))
     if not names:
         raise UserError(f"{manifest}: a binary manifest; the multi-class decision needs several defect classes")
-    if len(checkpoints) == 1 and load_checkpoint(checkpoints[0])["kind"] == "baseline":
-        model, ckpt = load_baseline(checkpoints[0], dev)
+    first = load_checkpoint(checkpoints[0]) if len(checkpoints) == 1 else None
+    if first is not None and first["kind"] == "baseline":
+        model, ckpt = load_baseline(first, dev)
         if ckpt["summary"].get("classes") != ["undamaged", *names]:
             raise UserError(f"{checkpoints[0]}: trained for classes {ckpt['summary'].get('classes')}, "
                             f"this manifest has {['undamaged', *names]}")

@@ -37,12 +37,16 @@ class Columns(nn.Module):
         return self.model(x)[:, self.columns]
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step_size: float, steps: int, eps: float | None) -> torch.Tensor:
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step_size: float, steps: int, eps: float | None,
+        targeted: bool = True) -> torch.Tensor:
+    """`steps` PGD steps of `step_size` within `eps` (None: steps x step size); targeted at the
+    opposite binary class, or untargeted (several classes have no single opposite)."""
     if step_size == 0:
         return x
     attack = torchattacks.PGD(model, eps=eps if eps is not None else step_size * steps, alpha=step_size,
                               steps=steps, random_start=False)
-    attack.set_mode_targeted_by_function(lambda images, labels: 1 - labels)
+    if targeted:
+        attack.set_mode_targeted_by_function(lambda images, labels: 1 - labels)
     return attack(x, y)
 
 

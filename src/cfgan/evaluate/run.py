@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.datasets import load_split, task_mask, tasks
+from ..data.datasets import load_split, split_labels, tasks
 from ..config import run_defect
 from ..errors import UserError
 from ..train.baselines import load_baseline
@@ -57,8 +57,8 @@ def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, datas
     g, d, ckpt = load_gan(checkpoint, dev)
     [(defect, run)] = tasks(manifest, ckpt["summary"]["run"])  # a GAN run has one task
     cfg = params["evaluate"]["fid"]
-    real, labels, real_note = fid.load_features(real_features, cfg["dims"], load_split(manifest, "test").labels.numpy())
-    keep = task_mask(manifest, "test", defect)  # the real features cover every test crop
+    all_labels, keep = split_labels(manifest, "test", defect)  # the real features cover every test crop
+    real, labels, real_note = fid.load_features(real_features, cfg["dims"], all_labels)
     real, labels = real[keep], labels[keep]
     test = load_split(manifest, "test", defect=defect)
     out = predict(test, g=g, batch_size=bs, device=dev, seed=params["seed"], keep_counterfactuals=True)

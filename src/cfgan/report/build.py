@@ -65,8 +65,7 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
                                  f"Counterfactuals of {showcase}" + (" (one GAN per defect class)" if defects else "")
                                  + " (test split)")
     refs = cls[cls["run"].str.startswith("references") & (cls["metric"] == "f1")]
-    trivial = {m + (r[len("references"):] if len(r) > len("references") else ""): v
-               for r, m, v in zip(refs["run"], refs["model"], refs["value"])}
+    trivial = {m + r.removeprefix("references"): v for r, m, v in zip(refs["run"], refs["model"], refs["value"])}
     if mc.empty:
         figures.fig3_sweep(rob, "pgd", fdir / "fig3_pgd.png", "PGD step size (targeted, fixed iterations)", trivial)
         figures.fig3_sweep(rob, "noise", fdir / "fig3_noise.png", "Gaussian noise standard deviation", trivial)
