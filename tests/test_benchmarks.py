@@ -47,3 +47,28 @@ def test_fault_campaign_quick_mode_survives_every_kill():
     proc = subprocess.run([sys.executable, "benchmarks/faults.py", "--quick"], cwd=ROOT, capture_output=True, text=True)
     assert "faults survived: 3/3" in proc.stdout and "differences: none" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0
+
+
+def test_tiny_wall_time_reads_each_rules_seconds_from_the_snakemake_log():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import tiny_wall_time
+    log = """
+[Tue Dec  1 12:00:00 2026]
+rule train:
+    output: a
+    jobid: 3
+    wildcards: run=x
+[Tue Dec  1 12:00:00 2026]
+rule train:
+    jobid: 4
+[Tue Dec  1 12:01:30 2026]
+Finished jobid: 3 (Rule: train)
+[Tue Dec  1 12:02:00 2026]
+Finished jobid: 4 (Rule: train)
+[Tue Dec  1 12:02:00 2026]
+localrule all:
+    jobid: 0
+[Tue Dec  1 12:02:01 2026]
+Finished jobid: 0 (Rule: all)
+"""
+    assert tiny_wall_time.rule_seconds(log) == {"train": (2, 210.0), "all": (1, 1.0)}

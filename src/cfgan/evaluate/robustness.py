@@ -8,7 +8,6 @@ mean fake probability on the perturbed images is reported alongside.
 from __future__ import annotations
 
 import torch
-import torchattacks
 from torch import nn
 
 from .metrics import binary_metrics
@@ -43,6 +42,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step_size: float, st
     opposite binary class, or untargeted (several classes have no single opposite)."""
     if step_size == 0:
         return x
+    import torchattacks  # here: it imports torchvision, which only the PGD sweeps need
+
     attack = torchattacks.PGD(model, eps=eps if eps is not None else step_size * steps, alpha=step_size,
                               steps=steps, random_start=False)
     if targeted:

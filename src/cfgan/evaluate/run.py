@@ -19,7 +19,7 @@ from ..train.baselines import load_baseline
 from ..train.common import device, load_checkpoint
 from ..train.gan import load_gan
 from ..train.segmenters import load_segmenter, predict_masks
-from . import fid, robustness, saliency, uncertainty
+from . import robustness, saliency, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
 from .metrics import binary_metrics
 from .predict import predict, real_class_probs
 from .references import N_EXAMPLES, masked_splits, saliency_rows, save_saliency_examples
@@ -43,6 +43,8 @@ def _examples(split, k=N_EXAMPLES) -> torch.Tensor:
 def run_fid_real(params, manifest: Path, out: Path) -> str:
     """Inception features of the real test crops, once per data set: every run's FID step reuses
     them instead of pushing the same real images through Inception again."""
+    from . import fid
+
     dev, bs = device(), params["evaluate"]["batch_size"]
     test = load_split(manifest, "test")
     cfg = params["evaluate"]["fid"]
@@ -53,6 +55,8 @@ def run_fid_real(params, manifest: Path, out: Path) -> str:
 
 
 def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
+    from . import fid
+
     dev, bs = device(), params["evaluate"]["batch_size"]
     g, d, ckpt = load_gan(checkpoint, dev)
     [(defect, run)] = tasks(manifest, ckpt["summary"]["run"])  # a GAN run has one task

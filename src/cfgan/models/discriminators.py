@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -49,6 +48,7 @@ class ResNet3(nn.Module):
 
 def timm_backbone(name: str, num_classes: int, weights: str | None, key: str, **kwargs) -> nn.Module:
     """A timm model; ImageNet weights only from a local file (no hub download here)."""
+    import timm  # here, not at the top: timm pulls in torchvision, ~2 s per process that ResNet3 runs never need
     if weights is None:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     if not Path(weights).is_file():

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from .discriminators import Hybrid, ResNet3, timm_backbone
-from .swin_unet import SwinUNet
 from .unet import CNNUNet
 
 
@@ -23,6 +22,8 @@ def _cnn_unet(cfg: dict, image_size: int) -> nn.Module:
 
 
 def _swin_unet(cfg: dict, image_size: int) -> nn.Module:
+    from .swin_unet import SwinUNet  # imports timm: only when a Swin UNet is built (see timm_backbone)
+
     c = cfg["swin_unet"]
     return SwinUNet(image_size, c["encoder"], c["window_size"], c.get("encoder_weights"), cfg["noise_dim"],
                     cfg["noise_channels"], cfg["dropout"], c["codebook_size"], decoder_depth=c["decoder_depth"])
