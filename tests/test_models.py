@@ -156,10 +156,15 @@ def test_steps_without_timm_models_do_not_import_torchvision():
     code = ("import sys\n"
             "import cfgan.train.gan, cfgan.train.baselines, cfgan.train.segmenters, cfgan.evaluate.run, "
             "cfgan.evaluate.references, cfgan.evaluate.multiclass, cfgan.report.build, cfgan.explain\n"
-            "from cfgan.models import build_discriminator, build_generator\n"
+            "from cfgan.models import build_discriminator, build_generator, build_segmenter\n"
+            "from cfgan.train.common import versions\n"
             f"build_generator('cnn_unet', {GEN_CFG!r}, 16); build_discriminator('resnet3', {DIS_CFG!r}, 16, 3)\n"
+            f"build_segmenter('cnn_unet', {GEN_CFG!r}, 16); versions()\n"
             "print(sorted(m for m in ('torchvision', 'timm', 'torchattacks', 'pytorch_fid') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # and a timm architecture still builds (the import moved, it did not go away)
     assert build_discriminator("resnet18", DIS_CFG, 32, 3).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    from cfgan.models import build_segmenter
+    assert build_segmenter("swin_unet", GEN_CFG, 32)(torch.rand(1, 3, 32, 32)).shape == (1, 32, 32)
+    assert build_segmenter("cnn_unet", GEN_CFG, 16)(torch.rand(1, 3, 16, 16)).shape == (1, 16, 16)

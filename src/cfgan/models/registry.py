@@ -65,7 +65,7 @@ class Segmenter(nn.Module):
         self.unet = unet
         width = unet.to_image.in_features if isinstance(unet.to_image, nn.Linear) else unet.to_image.in_channels
         self.mask_head = nn.Linear(width, 1)
-        self.nhwc = isinstance(unet, SwinUNet)
+        self.nhwc = getattr(unet, "decodes_nhwc", False)  # the Swin UNet's decoder keeps channels last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.zeros(x.shape[0], self.unet.noise_dim, device=x.device, dtype=x.dtype)

@@ -52,6 +52,8 @@ def swin_encoder(name: str, image_size: int, window_size: int, weights: str | No
 
 
 class SwinUNet(nn.Module):
+    decodes_nhwc = True  # decode() returns B x H x W x C features (the Segmenter reads this)
+
     def __init__(self, image_size: int, encoder: str = "swin_tiny_patch4_window7_224", window_size: int = 7,
                  encoder_weights: str | None = None, noise_dim: int = 64, noise_channels: int = 1,
                  dropout: float = 0.5, codebook_size: int = 512, num_classes: int = 2, decoder_depth: int = 2):

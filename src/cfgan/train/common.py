@@ -66,8 +66,9 @@ CHECKPOINT_FORMAT = 1
 
 
 def versions() -> dict:
-    import timm
-    return {"cfgan": __version__, "torch": str(torch.__version__), "timm": timm.__version__,
+    from importlib.metadata import version  # not `import timm`: that pulls in torchvision (~2 s)
+
+    return {"cfgan": __version__, "torch": str(torch.__version__), "timm": version("timm"),
             "python": platform.python_version(), "device": str(device())}
 
 
