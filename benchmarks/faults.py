@@ -5,7 +5,9 @@
    its whole process group with SIGKILL at N moments drawn uniformly over [0, T] of the chain's
    clock (seeded), rerunning the same command after each kill (after `snakemake --unlock`: a
    killed Snakemake leaves its lock, and says so) until it finishes.
-3. DVC: the same for `dvc repro workflow/profiles/tiny/dvc.yaml` with M kills (no unlock needed).
+3. DVC: the same for `OMP_NUM_THREADS=1 dvc repro workflow/profiles/tiny/dvc.yaml` with M kills (no
+   unlock needed; one thread per step, like the tiny profile's Snakemake jobs, so that both front
+   doors compute bit for bit the same).
 
 A kill is survived when, right after it, no file under a final name is half-written (every CSV,
 PNG, NPZ, JSON and checkpoint that exists reads back), the rerun starts and proceeds without an
@@ -186,7 +188,10 @@ def main() -> int:
     outcomes, differences = [], {}
     for name, with_dvc, cmd, n, unlock in (
             ("snakemake", False, SNAKEMAKE, args.kills, [*SNAKEMAKE[:-1], "--unlock"]),
-            ("dvc", True, [*DVC, "repro", "workflow/profiles/tiny/dvc.yaml"], args.dvc_kills, None)):
+            # one thread per step, as the tiny profile's Snakemake jobs run (its set-threads): gradients
+            # differ in the last bits between thread counts, and the tables must match bit for bit
+            ("dvc", True, ["env", "OMP_NUM_THREADS=1", *DVC, "repro", "workflow/profiles/tiny/dvc.yaml"],
+             args.dvc_kills, None)):
         if n <= 0:
             continue
         work = copy_project(base / name, with_dvc=with_dvc)
