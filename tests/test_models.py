@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cfgan.models import DISCRIMINATORS, build_discriminator, build_generator
+from cfgan.models import DISCRIMINATORS, build_discriminator, build_generator, build_segmenter
 from cfgan.train.losses import discriminator_loss, generator_losses
 
 GEN_CFG = {"noise_dim": 4, "noise_channels": 1, "dropout": 0.5, "cnn_unet": {"width": 8, "depth": 2, "upsample": "resize", "padding": "reflect"},
@@ -165,6 +165,5 @@ def test_steps_without_timm_models_do_not_import_torchvision():
     assert out.strip() == "[]"
     # and a timm architecture still builds (the import moved, it did not go away)
     assert build_discriminator("resnet18", DIS_CFG, 32, 3).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
-    from cfgan.models import build_segmenter
     assert build_segmenter("swin_unet", GEN_CFG, 32)(torch.rand(1, 3, 32, 32)).shape == (1, 32, 32)
     assert build_segmenter("cnn_unet", GEN_CFG, 16)(torch.rand(1, 3, 16, 16)).shape == (1, 16, 16)
