@@ -223,3 +223,79 @@ def test_reference_steps_write_trivial_classifiers_and_reference_maps(small_mani
     medians = sal[sal["metric"] == "iou_median"].set_index("model")["value"]
     assert medians["local_contrast"] > medians["random"]  # generated cracks are dark lines
     assert set(np.load(tmp_path / "sal.npz").files) >= {"x", "mask", "local_contrast", "random", "all_pixels"}
+
+
+class _BrightnessSplit:
+    """Crops whose class is their brightness (dark: damaged), so a few steps can learn it."""
+
+    masks = None
+
+    def __init__(self, n=64, size=16):
+        gen = torch.Generator().manual_seed(0)
+        self.labels = torch.tensor([0, 1] * (n // 2))
+        level = torch.where(self.labels == 1, 0.3, 0.7)[:, None, None, None]
+        self.x = (level + 0.05 * torch.randn(n, 3, size, size, generator=gen)).clamp(0, 1)
+
+    def batch(self, idx, dev):
+        return self.x[idx].to(dev), self.labels[idx].to(dev)
+
+
+def test_warm_up_teaches_d_and_g_head_the_classes_and_keeps_g_near_the_identity():
+    from conftest import ROOT
+    from cfgan.config import load_params
+    from cfgan.train.gan import warm_up
+
+    torch.manual_seed(0)
+    split, (g, d) = _BrightnessSplit(), _models()
+    cfg = {**CFG, "batch_size": 16, "balance": True, "augment": load_params([ROOT / "params.yaml"])["train"]["augment"]}
+    opt_g, opt_d = optimizers(g, d, cfg)
+    rng = torch.Generator().manual_seed(0)
+
+    def state():
+        return [p.clone() for p in [*g.parameters(), *d.parameters()]]
+
+    def d_accuracy_and_p_fake():
+        d.eval()
+        with torch.no_grad():
+            p = d(split.x).softmax(1)
+        d.train()
+        return float((p[:, :2].argmax(1) == split.labels).float().mean()), float(p[:, FAKE].mean())
+
+    def g_error_and_head_accuracy():
+        g.eval()
+        with torch.no_grad():
+            x_rec, logits = g(split.x, torch.zeros(len(split.x), g.noise_dim))
+        g.train()
+        return float((split.x - x_rec).abs().mean()), float((logits.argmax(1) == split.labels).float().mean())
+
+    before = state()
+    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"d_steps": 0, "g_steps": 0}}, rng, torch.device("cpu"), "test")
+    assert all(torch.equal(a, b) for a, b in zip(before, state()))  # off: nothing moves
+
+    error_before, _ = g_error_and_head_accuracy()
+    g_before = [p.clone() for p in g.parameters()]
+    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"d_steps": 60}}, rng, torch.device("cpu"), "test")
+    accuracy, p_fake = d_accuracy_and_p_fake()
+    assert accuracy > 0.95 and p_fake < 0.2  # D tells the classes apart and calls real crops real
+    assert all(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))  # the D warm-up leaves G alone
+
+    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"g_steps": 60}}, rng, torch.device("cpu"), "test")
+    error_after, head_accuracy = g_error_and_head_accuracy()
+    # the CNN UNet starts as the identity (zero residual): the warm-up keeps it there while its head learns
+    assert error_before == 0 and error_after < 0.01 and head_accuracy > 0.95
+
+
+def test_robustness_subset_keeps_the_class_ratio_and_is_the_same_for_every_model():
+    from cfgan.data.datasets import Split
+    from cfgan.evaluate.robustness import stratified_subset
+
+    labels = torch.tensor([0] * 300 + [1] * 100)
+    split = Split(torch.arange(400, dtype=torch.uint8).repeat_interleave(12).view(400, 3, 2, 2), labels,
+                  torch.zeros(400, 2, 2, dtype=torch.bool), [f"crop{i}.png" for i in range(400)])
+    assert stratified_subset(split, None, 0) is split and stratified_subset(split, 400, 0) is split
+    a, b, other = stratified_subset(split, 100, 0), stratified_subset(split, 100, 0), stratified_subset(split, 100, 1)
+    assert len(a) == 100 and int(a.labels.sum()) == 25  # 3:1 as in the test split
+    assert a.paths == b.paths and a.paths != other.paths  # one draw per seed, whichever model asks
+    order = [int(p[4:-4]) for p in a.paths]
+    assert order == sorted(order) and all(a.images[i, 0, 0, 0] == order[i] % 256 for i in range(len(a)))
+    assert a.masks.shape == (100, 2, 2)

@@ -28,6 +28,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, idx: torch.Tensor) -> "Split":
+        """The crops at `idx` (a 1-D index tensor), in that order."""
+        return Split(self.images[idx], self.labels[idx], None if self.masks is None else self.masks[idx],
+                     [self.paths[i] for i in idx.tolist()], None if self.classes is None else self.classes[idx])
+
     def batch(self, idx, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[idx].to(device, non_blocking=True).float().div_(255)
         return x, self.labels[idx].to(device)

@@ -57,6 +57,22 @@ def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> t
     return (x + std * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
 
 
+def stratified_subset(split, n: int | None, seed: int):
+    """At most `n` crops of `split`, each label in its own proportion (at least one of each), drawn
+    with `seed` and kept in manifest order, so every model of a run is attacked on the same crops.
+    None (or n >= len(split)) returns the split itself."""
+    if n is None or n >= len(split):
+        return split
+    gen = torch.Generator().manual_seed(seed)
+    labels = split.labels
+    keep = []
+    for label in labels.unique().tolist():
+        members = torch.nonzero(labels == label).flatten()
+        share = max(1, round(n * len(members) / len(labels)))
+        keep.append(members[torch.randperm(len(members), generator=gen)[:share]])
+    return split.subset(torch.cat(keep).sort().values)
+
+
 def sweep(split, classifier: nn.Module, d3: nn.Module | None, cfg: dict, batch_size: int, seed: int, device="cpu") -> list[dict]:
     """Rows (attack, strength, metric, value). `classifier` gives 2 logits; `d3`, if given, is the
     3-logit D whose fake probability is reported."""

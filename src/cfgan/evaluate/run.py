@@ -122,8 +122,12 @@ def run_robustness(params, manifest: Path, checkpoint: Path, dataset: str) -> pd
     g, d, ckpt = _load_any(checkpoint, dev)
     def evaluate(test, run):
         model, name = (_twin_task(d, ckpt, run), "baseline") if g is None else (robustness.RealLogits(d), "D")
-        rows = robustness.sweep(test, model, None if g is None else d, params["evaluate"], bs, params["seed"], dev)
-        return tidy_frame(rows, dataset, run, name, note=_run_note(ckpt).lstrip("; "))
+        attacked = robustness.stratified_subset(test, params["evaluate"].get("robustness_crops"), params["seed"])
+        rows = robustness.sweep(attacked, model, None if g is None else d, params["evaluate"], bs, params["seed"], dev)
+        note = _run_note(ckpt).lstrip("; ")
+        if len(attacked) < len(test):
+            note = "; ".join(filter(None, [note, f"PGD and noise on {len(attacked)} of {len(test)} test crops (class-stratified)"]))
+        return tidy_frame(rows, dataset, run, name, note=note)
     return _per_task(manifest, ckpt["summary"]["run"], evaluate)
 
 

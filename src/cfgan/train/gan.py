@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..config import deep_merge, parse_run_name, run_defect
@@ -145,6 +146,35 @@ def training_batch(train, idx, cfg: dict, rng, dev):
     return x, torch.where(masks.flatten(1).any(1).to(y.device), y, torch.zeros_like(y))
 
 
+def warm_up(g, d, opt_g, opt_d, train, cfg: dict, rng, dev, run: str) -> None:
+    """`train.warmup` (off in the paper's configuration): optional warm starts for few-step runs.
+
+    d_steps: D trained on real crops only, to their class (cross-entropy over its three logits, so
+    it also learns that real crops are not fake): the adversarial loop then starts with a D that
+    already tells damaged from undamaged, the signal G's counterfactuals need.
+    g_steps: G trained to reproduce its input (the L1 term) while its head learns the class (the
+    auxiliary term), with the loss weights of eq. 5: the loop then starts from a near-identity G
+    whose head already knows the class it is to flip (the CNN UNet starts as the identity, so there
+    it is the head that learns).
+    Both use the loop's own optimizers and balanced, augmented batches."""
+    warm = cfg.get("warmup", {})
+    balance = cfg.get("balance", False)
+    for who, steps in (("D", warm.get("d_steps", 0)), ("G", warm.get("g_steps", 0))):
+        for _ in tqdm(range(steps), desc=f"{run} {who} warm-up", unit="step", disable=steps == 0):
+            x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
+            with autocast(dev):
+                if who == "D":
+                    loss, opt = F.cross_entropy(d(x), y), opt_d
+                else:
+                    x_rec, logits = g(x)
+                    loss = (cfg["loss"]["l1"] * (x - x_rec).abs().mean()
+                            + cfg["loss"]["auxiliary"] * F.cross_entropy(logits, y))
+                    opt = opt_g
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
 def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: str | None = None) -> dict:
     gen_name, dis_name, cycles, seed = parse_run_name(run)
     cfg = train_config(params, dataset)
@@ -167,6 +197,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
             start, log, best = state["step"], state["log"], state["best"]
             print(f"resuming {run} from step {start}")
     g.train(); d.train()
+    if start == 0:
+        warm_up(g, d, opt_g, opt_d, train, cfg, rng, dev, run)
     balance = cfg.get("balance", False)
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
         x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
@@ -191,7 +223,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles, "seed": seed,
                "best_step": best["step"], "val_score": best["score"], "val_f1_d": best["row"]["val_f1_d"],
                "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
-               "balance": balance, "g_every": cfg["g_every"], "image_size": image_size}
+               "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}), "image_size": image_size}
     summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
