@@ -299,3 +299,18 @@ def test_robustness_subset_keeps_the_class_ratio_and_is_the_same_for_every_model
     order = [int(p[4:-4]) for p in a.paths]
     assert order == sorted(order) and all(a.images[i, 0, 0, 0] == order[i] % 256 for i in range(len(a)))
     assert a.masks.shape == (100, 2, 2)
+
+
+def test_cosine_schedule_decays_both_learning_rates_and_constant_leaves_them():
+    from cfgan.train.gan import schedule_lr
+
+    g, d = _models()
+    cfg = {**CFG, "lr_g": 1e-3, "lr_d": 2e-3, "steps": 100}
+    opt_g, opt_d = optimizers(g, d, cfg)
+    lrs = []
+    for step in (0, 50, 99):
+        schedule_lr(opt_g, opt_d, {**cfg, "lr_schedule": "cosine"}, step)
+        lrs.append((opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]))
+    assert lrs[0] == (1e-3, 2e-3) and lrs[1] == pytest.approx((5e-4, 1e-3)) and lrs[2][0] < 1e-5 and lrs[2][1] < 2e-5
+    schedule_lr(opt_g, opt_d, {**cfg, "lr_schedule": "constant"}, 50)
+    assert opt_d.param_groups[0]["lr"] == lrs[2][1]  # constant: nothing is touched

@@ -8,6 +8,7 @@ continue where it stopped; it is removed when the run completes.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,18 @@ def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int) -> dict:
     return {f"loss_g_{k}": v.item() for k, v in terms.items()}
 
 
+def schedule_lr(opt_g, opt_d, cfg: dict, step: int) -> None:
+    """`train.lr_schedule`: `constant` (the paper's; nothing changes) or `cosine` (both learning rates
+    follow half a cosine from their value at step 0 to 0 at the last step; a function of the step
+    alone, so a resumed run continues on the same curve)."""
+    if cfg.get("lr_schedule", "constant") == "constant":
+        return
+    factor = 0.5 * (1 + math.cos(math.pi * step / cfg["steps"]))
+    for opt, base in ((opt_g, cfg["lr_g"]), (opt_d, cfg["lr_d"])):
+        for group in opt.param_groups:
+            group["lr"] = base * factor
+
+
 def optimizers(g, d, cfg: dict):
     return (torch.optim.Adam(g.parameters(), lr=cfg["lr_g"], betas=tuple(cfg["betas"])),
             torch.optim.Adam(d.parameters(), lr=cfg["lr_d"], betas=tuple(cfg["betas"])))
@@ -202,6 +215,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     balance = cfg.get("balance", False)
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
         x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
+        schedule_lr(opt_g, opt_d, cfg, step)
         row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g=(step + 1) % cfg["g_every"] == 0)}
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
@@ -223,7 +237,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles, "seed": seed,
                "best_step": best["step"], "val_score": best["score"], "val_f1_d": best["row"]["val_f1_d"],
                "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
-               "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}), "image_size": image_size}
+               "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}),
+               "lr_schedule": cfg.get("lr_schedule", "constant"), "image_size": image_size}
     summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
     resume_path.unlink(missing_ok=True)
