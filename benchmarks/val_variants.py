@@ -7,7 +7,7 @@ collapse, and the counterfactual maps' val IoU under the evaluation's own thresh
         --variant default= --variant eval=train.d_in_g_update=eval --variant unbalanced=train.balance=false
 
 A variant is `name=key=value[,key=value...]` (values parsed as YAML); `name=` is the params as
-they are. Each variant's checkpoint goes to --out/<name>/. Only the train and val splits are read.
+they are. `--smooth 0 1 2` also scores the maps blurred at those widths (no retraining). Each variant's checkpoint goes to --out/<name>/. Only the train and val splits are read.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main(argv=None) -> None:
     ap.add_argument("--run", required=True, help="e.g. cnn_unet-resnet3-c1-s0")
     ap.add_argument("--variant", action="append", required=True)
     ap.add_argument("--out", default="results/val_variants")
+    ap.add_argument("--smooth", type=float, nargs="+", default=[0.0],
+                    help="Gaussian blur widths (px) of |x - G(x)| to score on val (evaluate.saliency.smooth_sigma)")
     args = ap.parse_args(argv)
     base = load_params(args.params)
     val = load_split(args.manifest, "val")
@@ -60,10 +62,11 @@ def main(argv=None) -> None:
                "collapse": summary["collapse"], **{k: round(v, 3) for k, v in summary["val"].items()}}
         if val.masks is not None:
             g, _, _ = gan.load_gan(out / "checkpoint.pt")
-            maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"])[damaged]
-            _, row["val_counterfactual_iou"] = saliency.choose_threshold(
-                maps, val.masks.numpy()[damaged], params["evaluate"]["saliency"]["quantiles"])
-            row["val_counterfactual_iou"] = round(row["val_counterfactual_iou"], 3)
+            for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
+                maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"], sigma=sigma)
+                _, iou = saliency.choose_threshold(maps[damaged], val.masks.numpy()[damaged],
+                                                   params["evaluate"]["saliency"]["quantiles"])
+                row["val_counterfactual_iou" + (f"_smooth{sigma:g}" if sigma else "")] = round(iou, 3)
         print(json.dumps(row), flush=True)
 
 

@@ -34,10 +34,11 @@ def test_val_variants_trains_each_variant_and_prints_val_figures_only(small_mani
                        "train: {steps: 4, batch_size: 8, val_every: 2}\nevaluate: {batch_size: 32}\n")
     val_variants.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
                        "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-s0", "--out", str(tmp_path / "v"),
-                       "--variant", "a=", "--variant", "b=train.d_in_g_update=eval"])
+                       "--variant", "a=", "--variant", "b=train.d_in_g_update=eval", "--smooth", "0", "1"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["variant"] for r in rows] == ["a", "b"]
-    assert all(0 <= r["val_counterfactual_iou"] <= 1 and "val_score" in r and "test" not in json.dumps(r) for r in rows)
+    assert all(0 <= r["val_counterfactual_iou"] <= 1 and 0 <= r["val_counterfactual_iou_smooth1"] <= 1
+               and "val_score" in r and "test" not in json.dumps(r) for r in rows)
     assert (tmp_path / "v/b/checkpoint.pt").exists()
 
 
