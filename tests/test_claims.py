@@ -314,3 +314,15 @@ def test_cosine_schedule_decays_both_learning_rates_and_constant_leaves_them():
     assert lrs[0] == (1e-3, 2e-3) and lrs[1] == pytest.approx((5e-4, 1e-3)) and lrs[2][0] < 1e-5 and lrs[2][1] < 2e-5
     schedule_lr(opt_g, opt_d, {**cfg, "lr_schedule": "constant"}, 50)
     assert opt_d.param_groups[0]["lr"] == lrs[2][1]  # constant: nothing is touched
+
+
+def test_d_class_comes_from_its_real_logits_even_when_it_is_sure_the_image_is_fake():
+    """Renormalising float32 probabilities fails here: both real probabilities underflow to 0."""
+    from cfgan.evaluate.predict import real_class_probs
+    from cfgan.evaluate.uncertainty import fakeness_correlation
+
+    logits = torch.tensor([[0.0, 3.0, 200.0], [3.0, 0.0, 200.0], [0.0, 3.0, 1.0], [3.0, 0.0, 1.0]])
+    assert logits.softmax(1)[:2, :2].max() == 0  # the underflow
+    assert real_class_probs(logits).argmax(1).tolist() == [1, 0, 1, 0]
+    rows = fakeness_correlation(logits, torch.tensor([[0.1, 0.9], [0.9, 0.1], [0.2, 0.8], [0.8, 0.2]]), torch.tensor([1, 1, 1, 1]))
+    assert all(np.isfinite(r["value"]) for r in rows)

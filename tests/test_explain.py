@@ -101,7 +101,7 @@ def test_the_calibration_keeps_false_alarms_near_alpha_on_fresh_in_distribution_
         torch.manual_seed(seed)
         d = torch.distributions.Dirichlet(torch.tensor([4.0, 4.0, 1.0])).sample((n,))
         g = torch.rand(n)
-        return {"d_probs": d, "g_probs": torch.stack([1 - g, g], 1), "features": torch.randn(n, 16) * 3 + 1,
+        return {"d_logits": d.log(), "g_probs": torch.stack([1 - g, g], 1), "features": torch.randn(n, 16) * 3 + 1,
                 "colour": torch.rand(n, 6)}
 
     calibration = calibrate(sample(5000, 0), sample(5000, 1))

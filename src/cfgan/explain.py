@@ -56,9 +56,9 @@ def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int) -> dict:
     z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         x_cf, g_logits = g(x, z)
-        d_probs = d(x).softmax(1)
+        d_logits = d(x).float()
     values = signals(outputs(g, d, x, seed), ckpt["summary"].get("ood"))
-    return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_probs": d_probs, "ood_values": values,
+    return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_logits": d_logits, "d_probs": d_logits.softmax(1), "ood_values": values,
             "saliency": (x - x_cf).abs().mean(1).numpy()}
 
 
@@ -128,13 +128,13 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
             reasons_all += reasons
             _figure(x[i], cf, res["saliency"][i], ood, reasons, sal_png, f"without {defect}" if multi else "")
             flags.append(ood)
-            d_probs, g_probs = res["d_probs"][i], res["g_probs"][i]
-            real = d_probs[:2] / d_probs[:2].sum()
+            d_probs, g_probs, d_logits = res["d_probs"][i], res["g_probs"][i], res["d_logits"][i]
+            real = d_logits[:2].softmax(0)  # from the logits: exact when D is sure the image is fake
             per_class[defect] = {
                 "run": ckpt["summary"]["run"], "out_of_distribution": ood, "out_of_distribution_reasons": reasons,
                 "ood_signals": {k: float(v[i]) for k, v in res["ood_values"].items()},
                 "p_undamaged": float(real[0]), "p_damaged": float(real[1]), "p_fake": float(d_probs[2]),
-                "log_odds_damaged": float(torch.log(d_probs[1] / d_probs[0])),
+                "log_odds_damaged": float(d_logits[1] - d_logits[0]),
                 "d_probabilities_3class": {"real_undamaged": float(d_probs[0]), "real_damaged": float(d_probs[1]),
                                            "fake": float(d_probs[2])},
                 "g_head_probabilities": {"undamaged": float(g_probs[0]), "damaged": float(g_probs[1])},

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .evaluate.predict import real_class_probs
+
 ALPHA = 0.05  # the chosen false-alarm rate on in-domain crops
 SIGNALS = {"p_fake": "D's fake probability", "disagreement": "|P(damaged) by D - by G's head|",
            "feature_distance": "distance of D's features from the training crops'",
@@ -32,11 +34,11 @@ DISTANCES = {"feature_distance": "features", "colour_distance": "colour"}
 
 @torch.no_grad()
 def outputs(g, d, x: torch.Tensor, seed: int = 0, batch_size: int = 128, dev=None) -> dict[str, torch.Tensor]:
-    """D's 3-class probabilities, G-head's class probabilities and D's penultimate features (the
+    """D's 3-class logits, G-head's class probabilities and D's penultimate features (the
     input of its last linear layer), for images x (floats in [0, 1], or uint8), with a fixed noise seed."""
     last = [m for m in d.modules() if isinstance(m, nn.Linear)][-1]
     gen = torch.Generator().manual_seed(seed)
-    out: dict[str, list] = {"d_probs": [], "g_probs": [], "features": [], "colour": []}
+    out: dict[str, list] = {"d_logits": [], "g_probs": [], "features": [], "colour": []}
     hook = last.register_forward_hook(lambda m, inputs, o: out["features"].append(inputs[0].float().flatten(1).cpu()))
     try:
         for start in range(0, len(x), batch_size):
@@ -44,7 +46,7 @@ def outputs(g, d, x: torch.Tensor, seed: int = 0, batch_size: int = 128, dev=Non
             xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb
             z = torch.randn(len(xb), g.noise_dim, generator=gen).to(xb.device)
             out["g_probs"].append(g(xb, z)[1].float().softmax(1).cpu())
-            out["d_probs"].append(d(xb).float().softmax(1).cpu())
+            out["d_logits"].append(d(xb).float().cpu())
             out["colour"].append(torch.cat([xb.mean((2, 3)), xb.std((2, 3))], 1).float().cpu())  # per-channel mean, sd
     finally:
         hook.remove()
@@ -54,9 +56,9 @@ def outputs(g, d, x: torch.Tensor, seed: int = 0, batch_size: int = 128, dev=Non
 def signals(o: dict[str, torch.Tensor], calibration: dict | None) -> dict[str, np.ndarray]:
     """Per image: p_fake; |D's P(damaged) - G-head's P(damaged)| (D over its two real logits); and,
     given a calibration, the RMS standardised distance of D's features from the train crops' mean."""
-    d_probs, g_probs = o["d_probs"], o["g_probs"]
-    d_real = d_probs[:, :2] / d_probs[:, :2].sum(1, keepdim=True)
-    values = {"p_fake": d_probs[:, 2].double().numpy(), "disagreement": (d_real[:, 1] - g_probs[:, 1]).abs().double().numpy()}
+    g_probs = o["g_probs"]
+    d_real = real_class_probs(o["d_logits"])
+    values = {"p_fake": o["d_logits"].softmax(1)[:, 2].double().numpy(), "disagreement": (d_real[:, 1] - g_probs[:, 1]).abs().double().numpy()}
     for name, key in DISTANCES.items():
         if calibration and f"{key}_mean" in calibration:
             mean, std = torch.as_tensor(calibration[f"{key}_mean"]), torch.as_tensor(calibration[f"{key}_std"])
@@ -67,7 +69,7 @@ def signals(o: dict[str, torch.Tensor], calibration: dict | None) -> dict[str, n
 def calibrate(train: dict[str, torch.Tensor], val: dict[str, torch.Tensor], alpha: float = ALPHA) -> dict:
     """Feature statistics from the train crops; thresholds: the (1 - alpha/k) quantile of each of
     the k signals on the val crops (outputs() of each)."""
-    calibration = {"alpha": alpha, "n_val": len(val["d_probs"]), "n_train": len(train["d_probs"])}
+    calibration = {"alpha": alpha, "n_val": len(val["d_logits"]), "n_train": len(train["d_logits"])}
     for key in DISTANCES.values():
         v = train[key]
         calibration[f"{key}_mean"] = v.mean(0)

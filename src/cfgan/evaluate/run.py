@@ -110,7 +110,7 @@ def run_classify(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.D
         out = predict(test, d=d if g is not None else _twin_task(d, ckpt, run), g=g, batch_size=bs, device=dev,
                       seed=params["seed"])
         y = test.labels.numpy()
-        models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_probs"]), "G": out["g_probs"]}
+        models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_logits"]), "G": out["g_probs"]}
         rows = [{"model": m, "metric": k, "condition": "test", "value": v}
                 for m, probs in models.items() for k, v in binary_metrics(y, probs.argmax(1).numpy()).items()]
         return tidy_frame(rows, dataset, run, note=_run_note(ckpt).lstrip("; "))
@@ -137,7 +137,7 @@ def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> p
 
     def evaluate(test, run):
         out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
-        rows = uncertainty.fakeness_correlation(out["d_probs"], out["g_probs"], test.labels)
+        rows = uncertainty.fakeness_correlation(out["d_logits"], out["g_probs"], test.labels)
         return tidy_frame(rows, dataset, run, note=f"{len(test)} test crops")
     return _per_task(manifest, ckpt["summary"]["run"], evaluate)
 

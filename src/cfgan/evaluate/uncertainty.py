@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr
 
+from .predict import real_class_probs
+
 
 def nll(probs: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     p = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
@@ -20,9 +22,9 @@ def pearson(a, b) -> float:
     return float(pearsonr(a, b).statistic)
 
 
-def fakeness_correlation(d_probs: torch.Tensor, g_probs: torch.Tensor, labels: torch.Tensor) -> list[dict]:
-    p_fake = d_probs[:, 2].numpy()
-    d_real = d_probs[:, :2] / d_probs[:, :2].sum(1, keepdim=True)
+def fakeness_correlation(d_logits: torch.Tensor, g_probs: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+    p_fake = d_logits.softmax(1)[:, 2].numpy()
+    d_real = real_class_probs(d_logits)
     return [
         {"model": "D", "metric": "pearson_r", "condition": "p_fake~nll", "value": pearson(p_fake, nll(d_real, labels))},
         {"model": "G", "metric": "pearson_r", "condition": "p_fake~nll", "value": pearson(p_fake, nll(g_probs, labels))},

@@ -47,11 +47,11 @@ def validate(g, d, split, batch_size: int, dev, seed: int) -> dict:
     out = predict(split, d=d, g=g, batch_size=batch_size, device=dev, seed=seed)
     g.train(); d.train()
     y = split.labels.numpy()
-    d_pred = real_class_probs(out["d_probs"]).argmax(1).numpy()
+    d_pred = real_class_probs(out["d_logits"]).argmax(1).numpy()
     g_pred = out["g_probs"].argmax(1).numpy()
     g_m = binary_metrics(y, g_pred)
     recall_undamaged = float(np.mean(g_pred[y == 0] == 0)) if (y == 0).any() else 0.0
-    flip = float(np.mean(real_class_probs(out["d_probs_cf"]).argmax(1).numpy() == 1 - y))
+    flip = float(np.mean(real_class_probs(out["d_logits_cf"]).argmax(1).numpy() == 1 - y))
     row = {"val_f1_d": binary_metrics(y, d_pred)["f1"], "val_bacc_g": (g_m["recall"] + recall_undamaged) / 2,
            "val_flip": flip, "val_change": float(out["change"].mean()), "val_p_fake_real": float(out["d_probs"][:, 2].mean()),
            "val_damaged_rate_d": float(d_pred.mean()), "val_damaged_rate_g": float(g_pred.mean())}
