@@ -326,3 +326,12 @@ def test_d_class_comes_from_its_real_logits_even_when_it_is_sure_the_image_is_fa
     assert real_class_probs(logits).argmax(1).tolist() == [1, 0, 1, 0]
     rows = fakeness_correlation(logits, torch.tensor([[0.1, 0.9], [0.9, 0.1], [0.2, 0.8], [0.8, 0.2]]), torch.tensor([1, 1, 1, 1]))
     assert all(np.isfinite(r["value"]) for r in rows)
+
+
+def test_the_robustness_step_is_given_its_subset_size():
+    from conftest import ROOT
+    from cfgan.config import deep_merge, load_params
+    from cfgan.steps import keys_for, select
+
+    params = deep_merge(load_params([ROOT / "params.yaml"]), {"evaluate": {"robustness_crops": 400}})
+    assert select(params, keys_for("robustness", "crackforest"))["evaluate"]["robustness_crops"] == 400

@@ -22,7 +22,7 @@ STEP_KEYS: dict[str, list[str]] = {
     "fid": ["seed", "evaluate.fid", "evaluate.batch_size"],
     "classify": ["seed", "evaluate.batch_size"],
     "classify-references": [],
-    "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
+    "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size", "evaluate.robustness_crops?"],
     "multiclass": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
     "uncertainty": ["seed", "evaluate.batch_size"],
     "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size"],
