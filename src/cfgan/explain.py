@@ -56,9 +56,10 @@ def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int) -> dict:
     z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         x_cf, g_logits = g(x, z)
-        d_logits = d(x).float()
-    values = signals(outputs(g, d, x, seed), ckpt["summary"].get("ood"))
-    return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_logits": d_logits, "d_probs": d_logits.softmax(1), "ood_values": values,
+    o = outputs(g, d, x, seed)  # D's logits come from here: one D pass over the images, not two
+    values = signals(o, ckpt["summary"].get("ood"))
+    return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_logits": o["d_logits"], "d_probs": o["d_logits"].softmax(1),
+            "ood_values": values,
             "saliency": (x - x_cf).abs().mean(1).numpy()}
 
 
