@@ -22,6 +22,7 @@ import yaml
 from cfgan.config import deep_merge, load_params, validate
 from cfgan.data.datasets import load_split
 from cfgan.evaluate import saliency
+from cfgan.metrics import choose_threshold
 from cfgan.steps import keys_for, select
 from cfgan.train import gan
 
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
             g, _, _ = gan.load_gan(out / "checkpoint.pt")
             for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
                 maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"], sigma=sigma)
-                _, iou = saliency.choose_threshold(maps[damaged], val.masks.numpy()[damaged],
+                _, iou = choose_threshold(maps[damaged], val.masks.numpy()[damaged],
                                                    params["evaluate"]["saliency"]["quantiles"])
                 row["val_counterfactual_iou" + (f"_smooth{sigma:g}" if sigma else "")] = round(iou, 3)
         print(json.dumps(row), flush=True)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cfgan.evaluate import saliency
-from cfgan.evaluate.metrics import iou
+from cfgan.metrics import choose_threshold, iou
 from cfgan.models import build_discriminator, build_generator
 from cfgan.report.tables import table2_classification, table5_segmentation
 from cfgan.train.common import batch_indices
@@ -140,17 +140,17 @@ def _crack_crops(n=12, size=32, seed=0):
 def test_local_contrast_finds_a_dark_line():
     images, masks = _crack_crops()
     maps = saliency.local_contrast_maps(images, 1.0, 8.0, "dark")
-    t, val_iou = saliency.choose_threshold(maps, masks, [0.5, 0.8, 0.9, 0.95, 0.97, 0.99])
+    t, val_iou = choose_threshold(maps, masks, [0.5, 0.8, 0.9, 0.95, 0.97, 0.99])
     assert val_iou > 0.5
     bright = saliency.local_contrast_maps(images, 1.0, 8.0, "bright")
-    assert saliency.choose_threshold(bright, masks, [0.5, 0.8, 0.9, 0.95, 0.97, 0.99])[1] < 0.1  # wrong polarity
+    assert choose_threshold(bright, masks, [0.5, 0.8, 0.9, 0.95, 0.97, 0.99])[1] < 0.1  # wrong polarity
 
 
 def test_random_and_all_pixel_references_sit_at_chance():
     _, masks = _crack_crops(n=40)
     rate = masks.mean()
     rnd = saliency.random_maps(masks.shape, 0)
-    t, _ = saliency.choose_threshold(rnd, masks, [0.5, 0.8, 0.9, 0.97])
+    t, _ = choose_threshold(rnd, masks, [0.5, 0.8, 0.9, 0.97])
     scores = saliency.score_test(saliency.random_maps(masks.shape, 1), masks, t)
     assert scores["iou"].mean() < 2 * rate  # chance: about the masks' pixel rate, far from a localisation
     every = saliency.score_test(saliency.all_pixel_maps(masks.shape), masks, 1.0)
@@ -318,7 +318,7 @@ def test_cosine_schedule_decays_both_learning_rates_and_constant_leaves_them():
 
 def test_d_class_comes_from_its_real_logits_even_when_it_is_sure_the_image_is_fake():
     """Renormalising float32 probabilities fails here: both real probabilities underflow to 0."""
-    from cfgan.evaluate.predict import real_class_probs
+    from cfgan.inference import real_class_probs
     from cfgan.evaluate.uncertainty import fakeness_correlation
 
     logits = torch.tensor([[0.0, 3.0, 200.0], [3.0, 0.0, 200.0], [0.0, 3.0, 1.0], [3.0, 0.0, 1.0]])

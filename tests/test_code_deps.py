@@ -77,3 +77,40 @@ def test_dvc_stages_list_exactly_their_code():
     assert code["report_synthetic"] == {f"src/cfgan/{f}" for f in step_files("report")}
     assert "src/cfgan" not in {d for s in stages.values() for d in s["deps"]}  # no longer all of src/
     assert all(Path(ROOT, d).is_file() for c in code.values() for d in c)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """cfgan module -> the cfgan modules it imports (at any depth in the file), read from the source."""
+    import ast
+    from cfgan.code_deps import NAME, PACKAGE_DIR, _imports
+    graph = {}
+    for path in PACKAGE_DIR.rglob("*.py"):
+        rel = path.relative_to(PACKAGE_DIR).with_suffix("")
+        parts = [NAME, *rel.parts] if rel.name != "__init__" else [NAME, *rel.parts[:-1]]
+        module = ".".join(parts)
+        graph[module] = {m for m in _imports(PACKAGE_DIR, module, ast.walk(ast.parse(path.read_text()))) if m != module}
+    return graph
+
+
+def test_layers_import_downwards_only_and_modules_form_no_cycle():
+    """data and models below training, training below evaluation, evaluation below the report: a
+    module never imports from a layer above its own (so editing an evaluation never reruns
+    training), and no two modules import each other, directly or through others."""
+    graph = _module_graph()
+    above = {"cfgan.data": ("cfgan.train", "cfgan.evaluate", "cfgan.report"),
+             "cfgan.models": ("cfgan.train", "cfgan.evaluate", "cfgan.report"),
+             "cfgan.train": ("cfgan.evaluate", "cfgan.report"), "cfgan.evaluate": ("cfgan.report",)}
+    upward = [(m, i) for m, imports in graph.items() for layer, banned in above.items()
+              if m == layer or m.startswith(layer + ".") for i in imports if i.startswith(banned)]
+    assert upward == [], upward
+    packages = {m for m in graph if (Path(cfgan.__file__).parent.joinpath(*m.split(".")[1:]) / "__init__.py").is_file()}
+    cycles = []
+    for start in graph:
+        todo, seen = [start], set()
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt == start and start not in packages:
+                    cycles.append(start)
+                if nxt not in seen and nxt not in packages:  # a package's __init__ re-exporting its modules is not a cycle
+                    seen.add(nxt); todo.append(nxt)
+    assert sorted(set(cycles)) == [], cycles

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from cfgan.data.crop import crop_split
-from cfgan.data.download import extract, fetch, sha256sum
+from cfgan.data.download import fetch, sha256sum
+from cfgan.data.extract import extract
 from cfgan.data.images import read_mask, read_rgb
 from cfgan.data.index import index_folder
 from cfgan.data.split import assign_splits

@@ -201,7 +201,7 @@ def test_one_gan_per_defect_class_in_the_grid(tiny_params):
 
 
 def test_macro_f1_counts_every_class():
-    from cfgan.evaluate.metrics import multiclass_metrics
+    from cfgan.metrics import multiclass_metrics
     m = multiclass_metrics([0, 0, 1, 2, 2], [0, 0, 1, 2, 0], 3)
     assert m["accuracy"] == pytest.approx(0.8)
     assert m["f1_1"] == 1.0 and m["f1_2"] == pytest.approx(2 / 3) and m["f1_0"] == pytest.approx(0.8)

@@ -67,7 +67,8 @@ def _same_as_before(index_csv: Path, digest: str) -> str:
 
 
 def cmd_download(args):
-    from .data.download import extract, fetch
+    from .data.download import fetch
+    from .data.extract import extract
     from .data.index import scan
     p = _params(args, "download", args.dataset)
     src = _source(p, args.dataset, "download")

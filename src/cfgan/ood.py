@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate.predict import real_class_probs
+from .inference import real_class_probs
 
 ALPHA = 0.05  # the chosen false-alarm rate on in-domain crops
 SIGNALS = {"p_fake": "D's fake probability", "disagreement": "|P(damaged) by D - by G's head|",

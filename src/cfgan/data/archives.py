@@ -5,9 +5,7 @@ or the hosting site's zip export of the record, or the already unpacked folder, 
 set's `downloads/` folder. This module finds which of the three is there, checks the published
 size where no checksum is published, unpacks it once (a marker holding the archive's sha256
 makes later runs skip the unpacking of the same file) and finds the folder that holds the
-layout. RAR is read through libarchive (the `libarchive-c` package over the system's
-libarchive, which reads RAR 4 and 5); where that is missing, the error says which command
-unpacks it instead.
+layout. Unpacking itself (zip, tar, RAR) is `extract.py`'s.
 """
 
 from __future__ import annotations
@@ -17,10 +15,10 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import atomic_path
-from .download import extract, sha256sum
+from .download import sha256sum
+from .extract import extract
 
 MARKER = ".cfgan-unpacked"
-RAR_SIGNATURE = b"Rar!\x1a\x07"
 
 
 @dataclass
@@ -31,45 +29,6 @@ class Given:
     notes: list[str]
 
 
-def is_rar(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(RAR_SIGNATURE)) == RAR_SIGNATURE
-
-
-def unpack_commands(archive: Path, into: Path) -> str:
-    return (f"unpack it by hand, then rerun this step:\n    unrar x {archive} {into}/      (Debian: apt-get install unrar)\n"
-            f"  or bsdtar -xf {archive} -C {into}     (apt-get install libarchive-tools; macOS: tar -xf)\n"
-            f"  or 7z x {archive} -o{into}            (apt-get install 7zip)")
-
-
-def extract_rar(archive: Path, into: Path) -> None:
-    """Unpack a RAR through libarchive; no member may escape `into`; links are refused."""
-    from .download import _safe_target
-    try:
-        import libarchive
-        from libarchive.exception import ArchiveError
-    except Exception as exc:  # the package, or the C library under it, is missing
-        raise UserError(f"{archive}: cannot read RAR here ({exc.__class__.__name__}: {exc});\n  "
-                        + unpack_commands(archive, archive.parent)) from exc
-    into.mkdir(parents=True, exist_ok=True)
-    try:
-        with libarchive.file_reader(str(archive)) as entries:
-            for entry in entries:
-                target = _safe_target(into, entry.pathname)
-                if entry.isdir:
-                    target.mkdir(parents=True, exist_ok=True)
-                elif entry.isfile:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with open(target, "wb") as out:
-                        for block in entry.get_blocks():
-                            out.write(block)
-                else:
-                    raise UserError(f"{archive}: member {entry.pathname!r} is a link or device; refusing to extract")
-    except ArchiveError as exc:
-        raise UserError(f"{archive}: libarchive could not unpack it ({exc});\n  "
-                        + unpack_commands(archive, archive.parent)) from exc
-
-
 def unpack(archive: Path, digest: str) -> Path:
     """Unpack next to the archive into <name>.d/, atomically; reuse an earlier unpacking of the same file."""
     dest = archive.with_name(archive.name + ".d")
@@ -77,10 +36,7 @@ def unpack(archive: Path, digest: str) -> Path:
     if marker.is_file() and marker.read_text().strip() == digest:
         return dest
     with atomic_path(dest, is_dir=True) as tmp:
-        if is_rar(archive):
-            extract_rar(archive, tmp)
-        else:
-            extract(archive, tmp)
+        extract(archive, tmp)
         (tmp / MARKER).write_text(digest + "\n")
     return dest
 

@@ -1,13 +1,10 @@
-"""Fetch files by URL, resumably, verify their sha256, and extract archives safely."""
+"""Fetch files by URL, resumably, and verify their sha256 (unpacking them is `extract.py`'s)."""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tarfile
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -56,39 +53,3 @@ def fetch(url: str, dest: Path, sha256: str, manual: str = "", timeout: float = 
         raise UserError(f"{url}: checksum mismatch (got sha256 {got}, expected {sha256}); the download was removed")
     part.replace(dest)
     return dest
-
-
-def _safe_target(root: Path, name: str) -> Path:
-    target = (root / name).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise UserError(f"archive member {name!r} would be written outside {root}; refusing to extract")
-    return target
-
-
-def extract(archive: Path, into: Path) -> None:
-    """Extract a zip, tar or RAR archive; no member may escape `into` (no '..', absolute paths or links out)."""
-    from .archives import extract_rar, is_rar
-    into.mkdir(parents=True, exist_ok=True)
-    if is_rar(archive):
-        extract_rar(archive, into)
-    elif zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():  # check every name before writing any file
-                _safe_target(into, member.filename)
-            for member in zf.infolist():
-                target = _safe_target(into, member.filename)
-                if member.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(member) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            for member in tf.getmembers():
-                _safe_target(into, member.name)
-                if member.issym() or member.islnk():
-                    _safe_target(into, str(Path(member.name).parent / member.linkname))
-            tf.extractall(into, filter="data")
-    else:
-        raise UserError(f"{archive}: not a zip, tar or RAR archive, but params mark it extract: true")

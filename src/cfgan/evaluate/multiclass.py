@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..train.baselines import load_baseline
 from ..train.common import device, load_checkpoint
 from ..train.gan import load_gan
-from .metrics import multiclass_metrics
+from ..metrics import multiclass_metrics
 from .robustness import gaussian_noise, pgd
 from .tidy import tidy_frame
 

@@ -15,8 +15,8 @@ import torch
 
 from ..data.datasets import load_split, tasks
 from ..errors import UserError
+from ..metrics import NEARLY_ALL_PIXELS, binary_metrics, choose_threshold
 from . import saliency
-from .metrics import NEARLY_ALL_PIXELS, binary_metrics
 from .tidy import tidy_frame
 
 N_EXAMPLES = 4
@@ -25,7 +25,7 @@ REFERENCES = "references"
 
 def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask, quantiles, note: str):
     """Threshold chosen on val, per-crop and summary rows on test, for one method's maps."""
-    t, val_iou = saliency.choose_threshold(val_maps, val_masks, quantiles)
+    t, val_iou = choose_threshold(val_maps, val_masks, quantiles)
     scores = saliency.score_test(test_maps[tmask], test_split.masks.numpy()[tmask], t)
     coverage = float(scores["coverage"].mean())
     note = f"{method}: threshold {t:.4g} (best of quantiles {quantiles} on {len(val_maps)} val damaged crops){note}"
@@ -84,7 +84,7 @@ def _reference_maps(params, manifest: Path, defect: str | None):
     best = None
     for polarity in saliency.POLARITIES:
         maps = saliency.local_contrast_maps(val.images[vmask], lc["sigma_narrow"], lc["sigma_wide"], polarity)
-        _, score = saliency.choose_threshold(maps, val_masks, cfg["quantiles"])
+        _, score = choose_threshold(maps, val_masks, cfg["quantiles"])
         if best is None or score > best[1]:
             best = (polarity, score, maps)
     polarity, _, lc_val = best

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .metrics import binary_metrics
+from ..metrics import binary_metrics
 
 
 class RealLogits(nn.Module):

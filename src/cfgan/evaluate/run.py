@@ -20,8 +20,8 @@ from ..train.common import device, load_checkpoint
 from ..train.gan import load_gan
 from ..train.segmenters import load_segmenter, predict_masks
 from . import robustness, saliency, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
-from .metrics import binary_metrics
-from .predict import predict, real_class_probs
+from ..inference import predict, real_class_probs
+from ..metrics import binarize, binary_metrics
 from .references import N_EXAMPLES, masked_splits, saliency_rows, save_saliency_examples
 from .tidy import tidy_frame
 
@@ -168,7 +168,7 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
             rows += new
             example_maps[method] = test_maps
             if method == "segmenter":  # a crop is called damaged when its predicted mask is not empty
-                predicted = saliency.binarize(test_maps, t).reshape(len(test), -1).any(1)
+                predicted = binarize(test_maps, t).reshape(len(test), -1).any(1)
                 rows += [{"model": method, "metric": k, "condition": "test", "value": v, "note": rows[-1]["note"]}
                          for k, v in binary_metrics(test.labels.numpy(), predicted).items()]
         examples[defect] = (test, example_maps)

@@ -5,7 +5,7 @@ segmenter's probabilities, and three training-free references that every claim i
 against: `local_contrast` (a blurred grey crop minus a less blurred one: dark or bright thin
 structures), `random` (the chance level) and `all_pixels` (the degenerate mask).
 
-One rule for all: a map becomes a mask at one absolute threshold per method, the q-quantile of
+One rule for all (`cfgan.metrics.choose_threshold`): a map becomes a mask at one absolute threshold per method, the q-quantile of
 that method's pixel values over the val split's damaged crops, with q chosen from params'
 candidates to maximise the mean val IoU (ties go to the higher q, i.e. fewer pixels). The
 threshold is then applied unchanged to test. A threshold relative to each map's own maximum
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .metrics import iou
+from ..metrics import binarize, iou
 
 TOLERANCE_PX = 2           # f1_tol2: crack-detection benchmarks' distance tolerance
 
@@ -87,26 +87,6 @@ def all_pixel_maps(shape: tuple) -> np.ndarray:
 
 
 # --- thresholds and scores ---------------------------------------------------------------------
-
-def binarize(maps: np.ndarray, t: float) -> np.ndarray:
-    return maps >= t
-
-
-def per_image_iou(maps: np.ndarray, masks: np.ndarray, t: float) -> np.ndarray:
-    pred = binarize(maps, t)
-    return np.array([iou(p, m) for p, m in zip(pred, masks)])
-
-
-def choose_threshold(maps: np.ndarray, masks: np.ndarray, quantiles: list[float]) -> tuple[float, float]:
-    """(threshold, its mean val IoU): the q-quantile of all val pixel values that scores best."""
-    best_t, best = float("nan"), -1.0
-    for q in sorted(quantiles, reverse=True):  # on a tie the higher quantile (fewer pixels) stays
-        t = float(np.quantile(maps, q))
-        score = float(per_image_iou(maps, masks, t).mean())
-        if score > best:
-            best_t, best = t, score
-    return best_t, best
-
 
 def tolerant_f1(pred: np.ndarray, target: np.ndarray, tol: int = TOLERANCE_PX) -> float:
     """F1 of one crop's mask with a distance tolerance: a predicted pixel counts as correct when a

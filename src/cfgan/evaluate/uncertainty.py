@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr
 
-from .predict import real_class_probs
+from ..inference import real_class_probs
 
 
 def nll(probs: torch.Tensor, labels: torch.Tensor) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import parse_run_name, run_defect, split_seed, with_defect
-from ..evaluate.metrics import NEARLY_ALL_PIXELS  # a light module: the report's code stays free of models
+from ..metrics import NEARLY_ALL_PIXELS  # a light module: the report's code stays free of models
 from ..io import write_csv, write_text
 
 

@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from ..data.augment import augment
 from ..data.datasets import defect_names, load_split, read_manifest
-from ..evaluate.metrics import binary_metrics, multiclass_metrics
-from ..evaluate.predict import predict
+from ..inference import predict
+from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
 from .common import as_checkpoint, autocast, batch_indices, device, prepare, rebuilds, save_run, seed_everything
 

@@ -19,8 +19,8 @@ from tqdm import tqdm
 from ..config import deep_merge, parse_run_name, run_defect
 from ..data.augment import augment
 from ..data.datasets import load_split
-from ..evaluate.metrics import binary_metrics
-from ..evaluate.predict import predict, real_class_probs
+from ..inference import predict, real_class_probs
+from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
 from .common import (as_checkpoint, autocast, batch_indices, device, load_checkpoint, prepare, rebuilds, save_checkpoint,

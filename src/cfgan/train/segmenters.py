@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..data.datasets import load_split
 from ..errors import UserError
-from ..evaluate.saliency import choose_threshold
+from ..metrics import choose_threshold
 from ..models import build_segmenter
 from .common import as_checkpoint, autocast, batch_indices, device, prepare, rebuilds, save_run, seed_everything
 

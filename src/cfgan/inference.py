@@ -1,10 +1,11 @@
-"""Batched inference shared by training (validation) and every evaluation step."""
+"""Batched inference shared by training (validation) and every evaluation step; it sits below both
+layers so that training never imports from `evaluate/`."""
 
 from __future__ import annotations
 
 import torch
 
-from ..data.datasets import Split
+from .data.datasets import Split
 
 
 def real_class_probs(d_logits: torch.Tensor) -> torch.Tensor:

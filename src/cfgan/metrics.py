@@ -1,5 +1,7 @@
 """Classification metrics (binary: class 1 = damaged is the positive class; multi-class: macro
-F1 over undamaged and every defect class) and IoU."""
+F1 over undamaged and every defect class), IoU, and the one rule that turns a saliency map into a
+mask (a threshold chosen on val). Below both training (validation, segmenter selection) and
+evaluation, so neither layer imports the other."""
 
 from __future__ import annotations
 
@@ -39,3 +41,25 @@ def iou(pred: np.ndarray, target: np.ndarray) -> float:
     pred, target = np.asarray(pred, bool), np.asarray(target, bool)
     union = np.logical_or(pred, target).sum()
     return 1.0 if union == 0 else float(np.logical_and(pred, target).sum() / union)
+
+
+# --- saliency thresholds (evaluate/saliency.py's docstring gives the rule) ----------------------
+
+def binarize(maps: np.ndarray, t: float) -> np.ndarray:
+    return maps >= t
+
+
+def per_image_iou(maps: np.ndarray, masks: np.ndarray, t: float) -> np.ndarray:
+    pred = binarize(maps, t)
+    return np.array([iou(p, m) for p, m in zip(pred, masks)])
+
+
+def choose_threshold(maps: np.ndarray, masks: np.ndarray, quantiles: list[float]) -> tuple[float, float]:
+    """(threshold, its mean val IoU): the q-quantile of all val pixel values that scores best."""
+    best_t, best = float("nan"), -1.0
+    for q in sorted(quantiles, reverse=True):  # on a tie the higher quantile (fewer pixels) stays
+        t = float(np.quantile(maps, q))
+        score = float(per_image_iou(maps, masks, t).mean())
+        if score > best:
+            best_t, best = t, score
+    return best_t, best
