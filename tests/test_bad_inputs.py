@@ -1,6 +1,6 @@
 """The bad inputs users really produce: each gets a clear error naming the file or key, a non-zero
 exit, and no output left behind (grey-scale, RGBA and 16-bit images are not errors: they are read
-correctly). Counted in README.md ("Bad input")."""
+correctly). Counted in docs/trust.md ("Bad input")."""
 
 import hashlib
 import io

@@ -365,11 +365,11 @@ def test_resize_keeps_the_aspect_ratio_with_padding_or_squashes_when_asked(tmp_p
     assert (crop[:10] == 0).all() and (crop[32] == 200).all()  # default fit: pad
 
 
-# --- the README's own command and the paper profiles --------------------------------------------
+# --- the documented commands for your own images (docs/own-data.md) and the paper profiles -------
 
 def _readme_own_images() -> tuple[dict, list[str]]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Your own images"):]
+    text = (ROOT / "docs" / "own-data.md").read_text()
+    section = text[re.search(r"^#+ Your own images$", text, re.M).start():]
     my_yaml = re.search(r"```yaml\n# my.yaml\n(.*?)```", section, re.S).group(1)
     block = re.search(r"```bash\n(snakemake .*?)\n```", section, re.S).group(1)
     return yaml.safe_load(my_yaml), [line.split("#")[0].strip() for line in block.splitlines()]
@@ -380,10 +380,10 @@ def test_the_readme_commands_for_your_own_images_work_as_written(tmp_path):
     (tmp_path / "project").mkdir()
     work = copy_workflow(tmp_path / "project")
     parts = tmp_path / "my_parts"
-    _parts(parts, n=10)  # the README's simplest layout: class folders without masks
+    _parts(parts, n=10)  # the documented simplest layout: class folders without masks
     for png in parts.rglob("*.png"):
         png.unlink()
-    overlay["datasets"]["mine"]["source"]["path"] = str(parts)  # only the folder differs from the README
+    overlay["datasets"]["mine"]["source"]["path"] = str(parts)  # only the folder differs from docs/own-data.md
     (work / "my.yaml").write_text(yaml.safe_dump(overlay))
     def dry(args):
         return subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=work, capture_output=True, text=True)
@@ -395,10 +395,10 @@ def test_the_readme_commands_for_your_own_images_work_as_written(tmp_path):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert "data/raw/mine/index.csv" in proc.stdout and "results/mine/tables/table1_fid.csv" in proc.stdout
     assert "results/mine/runs/cnn_unet-resnet3-c0-s0" in proc.stdout and "swin_unet" not in proc.stdout  # tiny grid
-    swallowed = dry(["--cores", "2", "--configfile", "params.yaml", "my.yaml", "all"])  # the old README's order
+    swallowed = dry(["--cores", "2", "--configfile", "params.yaml", "my.yaml", "all"])  # the order an old README gave
     assert swallowed.returncode != 0 and "No such file or directory: 'all'" in swallowed.stdout + swallowed.stderr
 
-    # the data steps the command plans, run for real with the README's my.yaml
+    # the data steps the command plans, run for real with the documented my.yaml
     params = [str(work / "params.yaml"), str(work / "my.yaml")]
     _run("ingest", "--params", *params, "--dataset", "mine", "--out", tmp_path / "raw")
     _run("split", "--params", *params, "--index", tmp_path / "raw/index.csv", "--out", tmp_path / "s.csv")

@@ -67,15 +67,30 @@ MASK_FIGURES = ["fig4_saliency", "fig5_iou_quantiles"]
 METRICS_OUTPUTS = ["results/{dataset}/metrics.json", "results/{dataset}/plots/pgd.csv", "results/{dataset}/plots/noise.csv"]
 
 
+# what each artifact shows, as the report's list of results names it beside the file
+REPORT_TITLES = {
+    "table1_fid": "Table 1: FID of the counterfactuals",
+    "table2_classification": "Table 2: classification, D vs plain twin vs trivial",
+    "table3_fid_subsets": "Table 3: FID on undamaged / damaged subsets",
+    "table4_fakeness_correlation": "Table 4: fake score vs prediction error",
+    "table5_segmentation": "Table 5: saliency vs ground truth, all methods",
+    "fig2_counterfactuals": "Figure 2: inputs, counterfactuals, saliency",
+    "fig3_pgd": "Figure 3a: F1 under PGD, D vs plain twin",
+    "fig3_noise": "Figure 3b: F1 under noise, D vs plain twin",
+    "fig4_saliency": "Figure 4: saliency maps beside segmenters",
+    "fig5_iou_quantiles": "Figure 5: IoU quantiles of every saliency method",
+}
+
+
 def report_table(name):
     """A table's CSV, flagged for `snakemake --report` with its caption."""
     return report(f"results/{{dataset}}/tables/{name}.csv", caption=f"../report/{name}.rst",
-                  category="{dataset}", subcategory="tables", labels={"artifact": name})
+                  category="{dataset}", subcategory="tables", labels={"artifact": name, "shows": REPORT_TITLES[name]})
 
 
 def report_figure(name):
     return report(f"results/{{dataset}}/figures/{name}.png", caption=f"../report/{name}.rst",
-                  category="{dataset}", subcategory="figures", labels={"artifact": name})
+                  category="{dataset}", subcategory="figures", labels={"artifact": name, "shows": REPORT_TITLES[name]})
 
 
 def report_outputs(dataset):
