@@ -3,10 +3,12 @@
     python benchmarks/perf.py            # full: the paper grid at 224 px + the tiny sizes
     python benchmarks/perf.py --quick    # CI: tiny sizes only
     python benchmarks/perf.py --pairing cnn_unet:resnet18 [--no-malloc-tuning]   # one 224 px step
+    python benchmarks/perf.py --precision-race   # fp32 against the default precision, two sizes
 
-Prints: (1) the fp32 matmul peak; (2) per generator x discriminator pairing, one adversarial
-training step (D update + G update with the cycle loss): seconds, images/s, FLOP/s counted by
-torch.utils.flop_counter and its fraction of the peak measured around that step; (3) data
+Prints: (1) the fp32 and bf16 matmul peaks; (2) per generator x discriminator pairing, one
+adversarial training step (D update + G update with the cycle loss) at the default precision
+(`compute.precision: auto`): seconds, images/s, FLOP/s counted by torch.utils.flop_counter and
+its fraction of the peak of that precision measured around that step; (3) data
 loading throughput against what training consumes; (4) FID feature extraction, one run's FID
 step and the PGD sweep against pytorch-fid's and torchattacks' own entry points on the same
 images (ratio, same results); (5) no-op latency of `snakemake -n` and `dvc status` on a finished
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cfgan import cpu  # noqa: E402
+from cfgan.compute import Compute, resolve  # noqa: E402
 from cfgan.config import load_params  # noqa: E402
 from cfgan.models import build_discriminator, build_generator  # noqa: E402
 from cfgan.train.gan import gan_step, optimizers  # noqa: E402
@@ -57,26 +60,33 @@ def race(ours, theirs, rounds: int = 3):
     return min(a), min(b), results
 
 
-def matmul_peak(n: int = 2048, repeat: int = 10) -> float:
-    """FLOP/s of the fastest of `repeat` n x n fp32 matmuls: a peak, so the best run, not the mean
-    (a mean on a shared machine would understate it and flatter the fractions of (2))."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, repeat: int = 10, precision: str = "fp32") -> float:
+    """FLOP/s of the fastest of `repeat` n x n matmuls in fp32 or bf16: a peak, so the best run, not
+    the mean (a mean on a shared machine would understate it and flatter the fractions of (2))."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = min(timed(lambda: a @ b, 1, warmup=0) for _ in range(repeat))
     return 2 * n ** 3 / best
 
 
-def step_figures(gname, dname, params, size, batch, repeat, channels_last=False):
+FP32 = Compute(torch.device("cpu"), "fp32", channels_last=False)  # the eager fp32 path every race compares against
+
+
+def training_step(gname, dname, params, size, batch, compute: Compute):
+    """One GAN step of the training loop's own code (D update, G update with one cycle) on random
+    images, at `compute`'s precision and layout; a fresh seed-0 model each time."""
     torch.manual_seed(0)
-    g = build_generator(gname, params["generator"], size)
-    d = build_discriminator(dname, params["discriminator"], size, 3)
+    g = compute.prepare(build_generator(gname, params["generator"], size))
+    d = compute.prepare(build_discriminator(dname, params["discriminator"], size, 3))
     x, y = torch.rand(batch, 3, size, size), torch.arange(batch) % 2
-    if channels_last:
-        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     opt_g, opt_d = optimizers(g, d, params["train"])
-    step = lambda: gan_step(g, d, opt_g, opt_d, x, y, params["train"], cycles=1, update_g=True)  # noqa: E731
+    return lambda: gan_step(g, d, opt_g, opt_d, x, y, params["train"], cycles=1, update_g=True, compute=compute)
+
+
+def step_figures(gname, dname, params, size, batch, repeat, compute: Compute):
+    step = training_step(gname, dname, params, size, batch, compute)
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
@@ -84,16 +94,36 @@ def step_figures(gname, dname, params, size, batch, repeat, channels_last=False)
     return seconds, batch / seconds, flops / seconds
 
 
-def step_row(label, g, d, params, size, batch, repeat, channels_last=False) -> float:
-    """Print one row of (2) and return its fraction of the peak. The peak is measured right before
-    and right after the step, and the higher of the two is used: on a shared machine the peak of
-    a quiet moment minutes earlier says little about the cores this step actually had."""
-    before = matmul_peak()
-    s, ips, fps = step_figures(g, d, params, size, batch, repeat, channels_last)
-    peak = max(before, matmul_peak())
-    print(f"    {label:28s} {size:5d} {batch:5d} {s:8.3f} {ips:7.2f} {fps / 1e9:8.1f} {peak / 1e9:8.1f} {fps / peak:8.1%}",
-          flush=True)
+def step_row(label, g, d, params, size, batch, repeat, compute: Compute) -> float:
+    """Print one row of (2) and return its fraction of the peak of the precision it ran at. The
+    peak is measured right before and right after the step, and the higher of the two is used: on
+    a shared machine the peak of a quiet moment minutes earlier says little about the cores this
+    step actually had."""
+    before = matmul_peak(precision=compute.precision)
+    s, ips, fps = step_figures(g, d, params, size, batch, repeat, compute)
+    peak = max(before, matmul_peak(precision=compute.precision))
+    print(f"    {label:28s} {size:5d} {batch:5d} {compute.precision:>5s} {s:8.3f} {ips:7.2f} {fps / 1e9:8.1f} "
+          f"{peak / 1e9:8.1f} {fps / peak:8.1%}", flush=True)
     return fps / peak
+
+
+RACES = {  # label -> (generator, discriminator, profile overlay, size, batch)
+    "48px b32": ("cnn_unet", "resnet3", "workflow/profiles/crackforest/params.yaml", 48, 32),  # the CrackForest profile's models
+    "224px b4": ("cnn_unet", "resnet3", None, 224, 4),  # params.yaml's, the dearest pairing
+}
+
+
+def precision_race(rounds: int = 3) -> None:
+    """`race <label>: fp32 X s/step, auto Y s/step, xR`: the eager fp32 path against the default
+    precision (what `compute.precision: auto` resolves to here), the same step code and models,
+    timed alternately, best of `rounds` after one warm-up step each."""
+    for label, (gname, dname, overlay, size, batch) in RACES.items():
+        params = load_params([ROOT / "params.yaml"] + ([ROOT / overlay] if overlay else []))
+        auto = resolve(params)
+        fp32, best = race(training_step(gname, dname, params, size, batch, FP32),
+                          training_step(gname, dname, params, size, batch, auto), rounds)[:2]
+        print(f"race {label}: fp32 {fp32:.3f} s/step, auto {best:.3f} s/step, x{fp32 / best:.2f}"
+              f"   (auto = {auto.summary()}; {gname} x {dname})", flush=True)
 
 
 def serving(split, batch: int, augment_cfg: dict, repeat: int = 20) -> float:
@@ -231,6 +261,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes only (CI)")
     parser.add_argument("--tree", type=Path, help="a finished tiny results tree for the no-op latencies")
     parser.add_argument("--pairing", metavar="G:D", help="sections (1) and (2) only, with this one 224 px pairing, e.g. cnn_unet:resnet18")
+    parser.add_argument("--precision-race", action="store_true",
+                        help="only the fp32-against-auto race at 48 px (batch 32) and 224 px (batch 4)")
     parser.add_argument("--no-malloc-tuning", action="store_true",
                         help="measure without cfgan.cpu's allocator setting (the 'before' of benchmarks/README.md)")
     args = parser.parse_args()
@@ -239,26 +271,30 @@ def main() -> int:
     kept = cpu.tune()  # what every cfgan step does first
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"glibc keeps freed memory: {kept}")
-    print(f"(1) fp32 matmul peak (2048^3): {matmul_peak() / 1e9:.1f} GFLOP/s "
-          "(measured again around each step of (2): its 'peak' column)")
+    if args.precision_race:
+        precision_race()
+        return 0
+    print(f"(1) fp32 matmul peak (2048^3): {matmul_peak() / 1e9:.1f} GFLOP/s; bf16 matmul peak: "
+          f"{matmul_peak(precision='bf16') / 1e9:.1f} GFLOP/s (measured again around each step of (2): its 'peak' column)")
 
     paper = load_params([ROOT / "params.yaml"])
     tiny = load_params([ROOT / "params.yaml", ROOT / "workflow/profiles/tiny/params.yaml"])
-    print("(2) one adversarial training step (D + G with one cycle), fp32 CPU")
-    print(f"    {'pairing':28s} {'size':>5s} {'batch':>5s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'peak':>8s} {'of peak':>8s}")
+    auto = resolve(paper)
+    print(f"(2) one adversarial training step (D + G with one cycle) at the default precision: {auto.summary()}")
+    print(f"    {'pairing':28s} {'size':>5s} {'batch':>5s} {'prec':>5s} {'s/step':>8s} {'img/s':>7s} {'GFLOP/s':>8s} {'peak':>8s} {'of peak':>8s}")
     cases = [(g, d, tiny, 32, 32, 5) for g in tiny["grid"]["generators"] for d in tiny["grid"]["discriminators"]]
     if not args.quick:
         # batch 4, one timed step: a 224 px step takes 10 to 60 s on a 2-core CPU
         cases += [(g, d, paper, 224, 4, 1) for g in paper["grid"]["generators"] for d in paper["grid"]["discriminators"]
                   if args.pairing in (None, f"{g}:{d}")]
     for g, d, params, size, batch, repeat in cases:
-        frac = step_row(f"{g} x {d}", g, d, params, size, batch, repeat)
+        frac = step_row(f"{g} x {d}", g, d, params, size, batch, repeat, auto)
         if (g, d, size) == ("cnn_unet", "resnet18", 224):
             print(f"    -> target: CNN UNet x ResNet18 at 224 px >= 35% of peak: {'met' if frac >= 0.35 else 'MISSED'}")
     if args.pairing:
         return 0
-    if not args.quick:  # the memory layout GPU runs use; CPU runs stay NCHW because of this row
-        step_row("cnn_unet x resnet18 NHWC", "cnn_unet", "resnet18", paper, 224, 4, 1, channels_last=True)
+    if not args.quick:  # the eager fp32 path of the same step, for comparison
+        step_row("cnn_unet x resnet18 fp32", "cnn_unet", "resnet18", paper, 224, 4, 1, FP32)
 
     manifest = ROOT / "data/processed/synthetic/manifest.csv"
     if manifest.exists():

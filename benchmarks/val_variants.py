@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from cfgan.compute import resolve
 from cfgan.config import deep_merge, load_params, validate
 from cfgan.data.datasets import load_split
 from cfgan.evaluate import saliency
@@ -45,7 +46,7 @@ def main(argv=None) -> None:
     ap.add_argument("--params", nargs="+", required=True)
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--run", required=True, help="e.g. cnn_unet-resnet3-c1-s0")
+    ap.add_argument("--run", nargs="+", required=True, help="e.g. cnn_unet-resnet3-c1-s0 (several: each variant for each, e.g. three seeds)")
     ap.add_argument("--variant", action="append", required=True)
     ap.add_argument("--out", default="results/val_variants")
     ap.add_argument("--smooth", type=float, nargs="+", default=[0.0],
@@ -54,21 +55,26 @@ def main(argv=None) -> None:
     base = load_params(args.params)
     val = load_split(args.manifest, "val")
     damaged = (val.labels == 1).numpy()
-    for name, override in map(parse_variant, args.variant):
-        params = validate(deep_merge(base, override), f"variant {name}")
-        t0 = time.time()
-        out = Path(args.out) / name
-        summary = gan.train_gan(select(params, keys_for("train", args.dataset)), Path(args.manifest), args.run, out, args.dataset)
-        row = {"variant": name, "seconds": round(time.time() - t0), "selected_step": summary["best_step"],
-               "collapse": summary["collapse"], **{k: round(v, 3) for k, v in summary["val"].items()}}
-        if val.masks is not None:
-            g, _, _ = gan.load_gan(out / "checkpoint.pt")
-            for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
-                maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"], sigma=sigma)
-                _, iou = choose_threshold(maps[damaged], val.masks.numpy()[damaged],
-                                                   params["evaluate"]["saliency"]["quantiles"])
-                row["val_counterfactual_iou" + (f"_smooth{sigma:g}" if sigma else "")] = round(iou, 3)
-        print(json.dumps(row), flush=True)
+    for run in args.run:
+        for name, override in map(parse_variant, args.variant):
+            params = validate(deep_merge(base, override), f"variant {name}")
+            cx = resolve(params)
+            t0 = time.time()
+            out = Path(args.out) / name / run if len(args.run) > 1 else Path(args.out) / name
+            summary = gan.train_gan(select(params, keys_for("train", args.dataset)), Path(args.manifest), run, out, args.dataset)
+            row = {"variant": name, "run": run, "precision": cx.precision, "seconds": round(time.time() - t0),
+                   "selected_step": summary["best_step"], "collapse": summary["collapse"],
+                   **{k: round(v, 3) for k, v in summary["val"].items()}}
+            if val.masks is not None:
+                g, _, _ = gan.load_gan(out / "checkpoint.pt", cx)
+                for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
+                    with cx.autocast():  # at the variant's precision, as the saliency step would draw them
+                        maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"],
+                                                            cx.device, sigma=sigma)
+                    _, iou = choose_threshold(maps[damaged], val.masks.numpy()[damaged],
+                                              params["evaluate"]["saliency"]["quantiles"])
+                    row["val_counterfactual_iou" + (f"_smooth{sigma:g}" if sigma else "")] = round(iou, 3)
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

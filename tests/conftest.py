@@ -1,5 +1,9 @@
 import io
+import os
 import shutil
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -63,6 +67,25 @@ def copy_workflow(dest: Path):
     schema.unlink()
     shutil.copy2(ROOT / "src/cfgan/params.schema.yaml", schema)
     return dest
+
+
+def run_snakemake(cwd: Path, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`snakemake --profile workflow/profiles/tiny ARGS` in `cwd`, with this interpreter's tools on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/tiny", *args],
+                          cwd=cwd, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted tiny-profile run per test session: (its folder, the finished process, its
+    wall time in s). The end-to-end test checks it; the fault campaign's quick mode uses it as the
+    reference its killed runs must equal (one tiny run fewer in CI). Tests must not change its
+    tables."""
+    work = copy_workflow(tmp_path_factory.mktemp("tiny-run"))
+    start = time.perf_counter()
+    proc = run_snakemake(work, "all")
+    return work, proc, time.perf_counter() - start
 
 
 @pytest.fixture

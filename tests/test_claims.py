@@ -7,12 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cfgan.compute import Compute
 from cfgan.evaluate import saliency
 from cfgan.metrics import choose_threshold, iou
 from cfgan.models import build_discriminator, build_generator
 from cfgan.report.tables import table2_classification, table5_segmentation
 from cfgan.train.common import batch_indices
 from cfgan.train.gan import collapse_signs, gan_step, generator_step, optimizers
+
+FP32 = Compute(torch.device("cpu"), "fp32", channels_last=False)
 from cfgan.train.losses import FAKE, discriminator_loss, generator_losses
 
 
@@ -78,7 +81,7 @@ def test_the_generator_update_leaves_d_parameters_and_statistics_alone():
     before = {k: v.clone() for k, v in d.state_dict().items()}
     g_before = [p.clone() for p in g.parameters()]
     x, y = torch.rand(8, 3, 16, 16), torch.tensor([0, 1] * 4)
-    generator_step(g, d, opt_g, x, y, CFG, cycles=1)
+    generator_step(g, d, opt_g, x, y, CFG, cycles=1, compute=FP32)
     after = d.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the G update changed D's weights or BN statistics"
     assert d.training and all(p.requires_grad for p in d.parameters())  # D is given back as it was
@@ -95,7 +98,7 @@ def test_d_eval_and_train_outputs_agree_on_a_mixed_batch_after_training():
     x, y = torch.rand(16, 3, 16, 16), torch.tensor([0, 1] * 8)
     g.eval()  # no dropout: the same counterfactuals every step
     for _ in range(80):
-        gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True)
+        gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True, compute=FP32)
     with torch.no_grad():
         x_cf, _ = g(x, torch.zeros(16, g.noise_dim))
         mixed = torch.cat([x, x_cf])
@@ -269,17 +272,17 @@ def test_warm_up_teaches_d_and_g_head_the_classes_and_keeps_g_near_the_identity(
         return float((split.x - x_rec).abs().mean()), float((logits.argmax(1) == split.labels).float().mean())
 
     before = state()
-    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"d_steps": 0, "g_steps": 0}}, rng, torch.device("cpu"), "test")
+    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"d_steps": 0, "g_steps": 0}}, rng, FP32, "test")
     assert all(torch.equal(a, b) for a, b in zip(before, state()))  # off: nothing moves
 
     error_before, _ = g_error_and_head_accuracy()
     g_before = [p.clone() for p in g.parameters()]
-    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"d_steps": 60}}, rng, torch.device("cpu"), "test")
+    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"d_steps": 60}}, rng, FP32, "test")
     accuracy, p_fake = d_accuracy_and_p_fake()
     assert accuracy > 0.95 and p_fake < 0.2  # D tells the classes apart and calls real crops real
     assert all(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))  # the D warm-up leaves G alone
 
-    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"g_steps": 60}}, rng, torch.device("cpu"), "test")
+    warm_up(g, d, opt_g, opt_d, split, {**cfg, "warmup": {"g_steps": 60}}, rng, FP32, "test")
     error_after, head_accuracy = g_error_and_head_accuracy()
     # the CNN UNet starts as the identity (zero residual): the warm-up keeps it there while its head learns
     assert error_before == 0 and error_after < 0.01 and head_accuracy > 0.95

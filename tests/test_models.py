@@ -110,7 +110,9 @@ def test_augmentation_is_identity_when_disabled_and_stays_in_range():
 
 @pytest.mark.slow
 def test_every_paper_pairing_trains_one_step_at_224px():
-    """The paper grid at its real size: every generator x discriminator, one D and one G step."""
+    """The paper grid at its real size: every generator x discriminator, one D and one G step, at
+    the default precision (bf16 and channels-last on a CPU with bf16 matrix units)."""
+    from cfgan.compute import resolve
     from cfgan.config import load_params
     from cfgan.models import DISCRIMINATORS, GENERATORS
     from cfgan.train.gan import gan_step, optimizers
@@ -118,15 +120,15 @@ def test_every_paper_pairing_trains_one_step_at_224px():
     params = load_params([ROOT / "params.yaml"])
     assert set(params["grid"]["generators"]) == set(GENERATORS)
     assert set(params["grid"]["discriminators"]) == set(DISCRIMINATORS)
-    cfg = params["train"]
+    cfg, cx = params["train"], resolve(params)
     x, y = torch.rand(2, 3, 224, 224), torch.tensor([0, 1])
     for gname in params["grid"]["generators"]:
-        g = build_generator(gname, params["generator"], 224)
+        g = cx.prepare(build_generator(gname, params["generator"], 224))
         for dname in params["grid"]["discriminators"]:
-            d = build_discriminator(dname, params["discriminator"], 224, 3)
+            d = cx.prepare(build_discriminator(dname, params["discriminator"], 224, 3))
             opt_g, opt_d = optimizers(g, d, cfg)
             before = [p.detach().clone() for p in g.parameters()]
-            losses = gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True)
+            losses = gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True, compute=cx)
             assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), (gname, dname, losses)
             assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())), (gname, dname)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import cfgan
-from conftest import ROOT, copy_workflow
+from conftest import ROOT, copy_workflow, run_snakemake
 from test_code_deps import FIGURE_COLOURS, L1_DOUBLED, UNRELATED_COMMENT, edit
 
 ARTIFACTS = [f"tables/{t}.{ext}" for t in ("table1_fid", "table2_classification", "table3_fid_subsets",
@@ -21,10 +21,7 @@ ARTIFACTS = [f"tables/{t}.{ext}" for t in ("table1_fid", "table2_classification"
 ARTIFACTS += [f"figures/{f}.png" for f in ("fig2_counterfactuals", "fig3_pgd", "fig3_noise", "fig4_saliency", "fig5_iou_quantiles")]
 
 
-def snakemake(cwd: Path, *args, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/tiny", *args],
-                          cwd=cwd, capture_output=True, text=True, env=env)
+snakemake = run_snakemake
 
 
 def planned_rules(cwd: Path, env: dict | None = None) -> set[str]:
@@ -76,9 +73,8 @@ def check_dvc_code_invalidation(work: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tiny_profile_end_to_end(tmp_path):
-    work = copy_workflow(tmp_path)
-    proc = snakemake(work, "all")
+def test_tiny_profile_end_to_end(tiny_run):
+    work, proc, _ = tiny_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = work / "results" / "synthetic"
     for artifact in ARTIFACTS:

@@ -14,14 +14,18 @@ from . import cpu
 from .config import load_params
 from .errors import UserError
 from .io import atomic_path, write_csv
-from .steps import keys_for, select
+from .steps import STEP_KEYS, keys_for, select
 
 
 def _params(args, step: str, dataset: str | None = None) -> dict:
     params = load_params(args.params)
     if dataset is not None and dataset not in params["datasets"]:
         raise UserError(f"--dataset {dataset!r}: not defined under 'datasets' in params; known: {', '.join(params['datasets'])}")
-    return select(params, keys_for(step, dataset))
+    selected = select(params, keys_for(step, dataset))
+    if "compute?" in STEP_KEYS[step]:  # a step that runs models: say where, and fail before anything is written
+        from .compute import resolve
+        print(f"{step}: compute {resolve(selected).summary()}", file=sys.stderr, flush=True)
+    return selected
 
 
 # --- data ------------------------------------------------------------------------------------

@@ -15,11 +15,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .compute import Compute, resolve  # noqa: E402
 from .config import run_defect, split_seed  # noqa: E402
 from .data.images import read_rgb  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .ood import assess, outputs, signals  # noqa: E402
+from .train.common import load_checkpoint  # noqa: E402
 from .train.gan import load_gan  # noqa: E402
 
 
@@ -52,11 +54,12 @@ def inputs(arrays: list[np.ndarray], size: int) -> torch.Tensor:
                         for a in arrays]).float() / 255
 
 
-def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int) -> dict:
+def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int, cx: Compute) -> dict:
     z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        x_cf, g_logits = g(x, z)
-    o = outputs(g, d, x, seed)  # D's logits come from here: one D pass over the images, not two
+    with torch.no_grad(), cx.autocast():
+        x_cf, g_logits = g(x.to(cx.device), z.to(cx.device))
+        o = outputs(g, d, x, seed, dev=cx.device)  # D's logits come from here: one D pass over the images, not two
+    x_cf, g_logits = x_cf.float().cpu(), g_logits.float().cpu()
     values = signals(o, ckpt["summary"].get("ood"))
     return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_logits": o["d_logits"], "d_probs": o["d_logits"].softmax(1),
             "ood_values": values,
@@ -94,7 +97,9 @@ def _as_uint8(x_cf: torch.Tensor) -> np.ndarray:
 
 def explain(run: str | list[str], images: list[str], out: Path, force: bool = False, seed: int = 0) -> list[Path]:
     """One binary run, or the one-vs-rest runs of a multi-class data set (see `checkpoints`)."""
-    models = [load_gan(p) for p in checkpoints([run] if isinstance(run, str) else list(run))]
+    ckpts = [load_checkpoint(p) for p in checkpoints([run] if isinstance(run, str) else list(run))]
+    cx = resolve(ckpts[0]["params"])  # the run's own compute block; CFGAN_DEVICE overrides its device
+    models = [load_gan(ckpt, cx) for ckpt in ckpts]
     defects = [run_defect(ckpt["summary"]["run"]) for _, _, ckpt in models]
     multi = len(models) > 1
     if multi and None in defects:
@@ -116,7 +121,7 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
         targets.append(files)
     out.mkdir(parents=True, exist_ok=True)
     x = inputs(arrays, size)
-    results = [_model_outputs(g, d, ckpt, x, seed) for g, d, ckpt in models]
+    results = [_model_outputs(g, d, ckpt, x, seed, cx) for g, d, ckpt in models]
     written = []
     for i, (path, files) in enumerate(zip(images, targets)):
         per_class, reasons_all, flags = {}, [], []

@@ -15,21 +15,23 @@ STEP_KEYS: dict[str, list[str]] = {
     "ingest": ["datasets.{dataset}.source"],
     "split": ["seed", "split"],
     "crop": ["seed", "datasets.{dataset}.crop", "datasets.{dataset}.source.layout.mask_classes?"],
-    "train": ["seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size"],
-    "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size"],
-    "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles"],
-    "fid-real": ["evaluate.fid", "evaluate.batch_size"],
-    "fid": ["seed", "evaluate.fid", "evaluate.batch_size"],
-    "classify": ["seed", "evaluate.batch_size"],
+    "train": ["seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size", "compute?"],
+    "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size", "compute?"],
+    "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles", "compute?"],
+    "fid-real": ["evaluate.fid", "evaluate.batch_size", "compute?"],
+    "fid": ["seed", "evaluate.fid", "evaluate.batch_size", "compute?"],
+    "classify": ["seed", "evaluate.batch_size", "compute?"],
     "classify-references": [],
-    "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size", "evaluate.robustness_crops?"],
-    "multiclass": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size"],
-    "uncertainty": ["seed", "evaluate.batch_size"],
-    "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size"],
+    "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size", "evaluate.robustness_crops?", "compute?"],
+    "multiclass": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size", "compute?"],
+    "uncertainty": ["seed", "evaluate.batch_size", "compute?"],
+    "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size", "compute?"],
     "saliency-references": ["seed", "evaluate.saliency"],
     "report": ["grid", "segmenter.architectures", "report"],
 }
 # A key ending in "?" is optional: read when the params hold it, skipped when they do not.
+# `compute` (device, precision) is read by every step that runs a model: results differ in the
+# last bits between precisions, so a change of precision reruns them.
 
 
 def keys_for(step: str, dataset: str | None = None) -> list[str]:

@@ -50,8 +50,9 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator, masks: torch.Tenso
     color = (_YIQ2RGB @ rot @ _RGB2YIQ).to(x.device, x.dtype) * brightness.view(b, 1, 1)
     x = torch.einsum("bij,bjhw->bihw", color, x)
 
-    blur = (torch.rand(b, generator=gen) < cfg["blur_p"]).to(x.device)
-    if blur.any():
+    blur = torch.rand(b, generator=gen) < cfg["blur_p"]
+    if blur.any():  # asked of the CPU draw: on a GPU, asking the device copy would wait for the device
+        blur = blur.to(x.device)
         k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
         kernel = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
         blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=3)

@@ -82,7 +82,7 @@ def activations(model: torch.nn.Module, images: torch.Tensor, batch_size: int, d
         out = model(images[start:start + batch_size].to(device))[0]
         if out.shape[2:] != (1, 1):
             out = torch.nn.functional.adaptive_avg_pool2d(out, (1, 1))
-        feats.append(out.squeeze(3).squeeze(2).cpu().numpy())
+        feats.append(out.squeeze(3).squeeze(2).float().cpu().numpy())
     return np.concatenate(feats).astype(np.float64)
 
 

@@ -17,11 +17,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..compute import resolve
 from ..config import run_defect, without_defect
 from ..data.datasets import defect_names, load_split, read_manifest
 from ..errors import UserError
 from ..train.baselines import load_baseline
-from ..train.common import device, load_checkpoint
+from ..train.common import load_checkpoint
 from ..train.gan import load_gan
 from ..metrics import multiclass_metrics
 from .robustness import gaussian_noise, pgd
@@ -64,7 +65,7 @@ def _sweep(model: nn.Module, split, cfg: dict, batch_size: int, seed: int, dev, 
     return rows
 
 
-def _one_vs_rest(checkpoints: list[Path], names: list[str], dev) -> tuple[nn.Module, str, str]:
+def _one_vs_rest(checkpoints: list[Path], names: list[str], cx) -> tuple[nn.Module, str, str]:
     """The K discriminators in class-id order, and the configuration's run name (without `-k`)."""
     by_class, bases = {}, set()
     for path in checkpoints:
@@ -73,33 +74,35 @@ def _one_vs_rest(checkpoints: list[Path], names: list[str], dev) -> tuple[nn.Mod
         defect = run_defect(run)
         if defect not in names:
             raise UserError(f"{path}: run {run} is not one defect class's GAN of this manifest (classes: {', '.join(names)})")
-        _, d, _ = load_gan(ckpt, dev)
+        _, d, _ = load_gan(ckpt, cx)
         by_class[defect] = d
         bases.add(without_defect(run))
     missing = [n for n in names if n not in by_class]
     if missing or len(bases) != 1:
         raise UserError(f"multiclass: need one GAN checkpoint per defect class of one configuration and seed; "
                         f"missing {missing or 'none'}, configurations {sorted(bases)}")
-    return OneVsRest([by_class[n] for n in names]).to(dev).eval(), bases.pop(), "D (one-vs-rest)"
+    return OneVsRest([by_class[n] for n in names]).eval(), bases.pop(), "D (one-vs-rest)"
 
 
 def run_multiclass(params, manifest: Path, checkpoints: list[Path], dataset: str) -> pd.DataFrame:
-    dev, bs = device(), params["evaluate"]["batch_size"]
+    cx = resolve(params)
+    dev, bs = cx.device, params["evaluate"]["batch_size"]
     names = defect_names(read_manifest(manifest))
     if not names:
         raise UserError(f"{manifest}: a binary manifest; the multi-class decision needs several defect classes")
     first = load_checkpoint(checkpoints[0]) if len(checkpoints) == 1 else None
     if first is not None and first["kind"] == "baseline":
-        model, ckpt = load_baseline(first, dev)
+        model, ckpt = load_baseline(first, cx)
         if ckpt["summary"].get("classes") != ["undamaged", *names]:
             raise UserError(f"{checkpoints[0]}: trained for classes {ckpt['summary'].get('classes')}, "
                             f"this manifest has {['undamaged', *names]}")
         run, model_name = ckpt["summary"]["run"], "baseline (K+1 classes)"
     else:
-        model, run, model_name = _one_vs_rest(checkpoints, names, dev)
+        model, run, model_name = _one_vs_rest(checkpoints, names, cx)
     test = load_split(manifest, "test")
-    rows = _sweep(model, test, params["evaluate"], bs, params["seed"], dev, len(names) + 1)
+    with cx.autocast():
+        rows = _sweep(model, test, params["evaluate"], bs, params["seed"], dev, len(names) + 1)
     labels = {f"f1_{i}": f"f1_{n}" for i, n in enumerate(["undamaged", *names])}
     for r in rows:
         r["metric"] = labels.get(r["metric"], r["metric"])
-    return tidy_frame(rows, dataset, run, model_name, note=f"{len(test)} test crops, {len(names)} defect classes + undamaged")
+    return tidy_frame(rows, dataset, run, model_name, note=f"{len(test)} test crops, {len(names)} defect classes + undamaged; evaluated at {cx.precision} on {cx.device}")

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.datasets import load_split, split_labels, tasks
+from ..compute import Compute, resolve
 from ..config import run_defect
+from ..data.datasets import load_split, split_labels, tasks
 from ..errors import UserError
 from ..train.baselines import load_baseline
-from ..train.common import device, load_checkpoint
+from ..train.common import load_checkpoint
 from ..train.gan import load_gan
 from ..train.segmenters import load_segmenter, predict_masks
 from . import robustness, saliency, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
@@ -26,10 +27,13 @@ from .references import N_EXAMPLES, masked_splits, saliency_rows, save_saliency_
 from .tidy import tidy_frame
 
 
-def _run_note(ckpt: dict) -> str:
-    """A warning carried into every table when training collapsed (see train/gan.py)."""
+def _run_note(ckpt: dict, cx: Compute) -> str:
+    """What every table row of a run carries: the precision it was trained and evaluated at, and a
+    warning when training collapsed (see train/gan.py)."""
+    trained = ckpt.get("compute", {})
+    note = f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
     signs = ckpt.get("summary", {}).get("collapse") or []
-    return f"; COLLAPSED run {ckpt['summary']['run']}: " + "; ".join(signs) if signs else ""
+    return note + (f"; COLLAPSED run {ckpt['summary']['run']}: " + "; ".join(signs) if signs else "")
 
 
 
@@ -45,11 +49,14 @@ def run_fid_real(params, manifest: Path, out: Path) -> str:
     them instead of pushing the same real images through Inception again."""
     from . import fid
 
-    dev, bs = device(), params["evaluate"]["batch_size"]
+    cx = resolve(params)
+    dev, bs = cx.device, params["evaluate"]["batch_size"]
     test = load_split(manifest, "test")
     cfg = params["evaluate"]["fid"]
     net, note = fid.inception(cfg["dims"], cfg["inception_weights"], cfg["allow_untrained_inception"], dev)
-    feats = fid.activations(net, test.images.float() / 255, bs, dev)
+    note = f"{note}; Inception at {cx.precision}"
+    with cx.autocast():
+        feats = fid.activations(net, test.images.float() / 255, bs, dev)
     fid.save_features(out, feats, test.labels.numpy(), note, cfg["dims"], manifest)
     return f"{len(feats)} real test crops, {cfg['dims']} features; {note}"
 
@@ -57,35 +64,39 @@ def run_fid_real(params, manifest: Path, out: Path) -> str:
 def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     from . import fid
 
-    dev, bs = device(), params["evaluate"]["batch_size"]
-    g, d, ckpt = load_gan(checkpoint, dev)
+    cx = resolve(params)
+    dev, bs = cx.device, params["evaluate"]["batch_size"]
+    g, d, ckpt = load_gan(checkpoint, cx)
     [(defect, run)] = tasks(manifest, ckpt["summary"]["run"])  # a GAN run has one task
     cfg = params["evaluate"]["fid"]
     all_labels, keep = split_labels(manifest, "test", defect)  # the real features cover every test crop
     real, labels, real_note = fid.load_features(real_features, cfg["dims"], all_labels)
     real, labels = real[keep], labels[keep]
     test = load_split(manifest, "test", defect=defect)
-    out = predict(test, g=g, batch_size=bs, device=dev, seed=params["seed"], keep_counterfactuals=True)
-    x_cf = out["x_cf"]
+    with cx.autocast():
+        out = predict(test, g=g, batch_size=bs, device=dev, seed=params["seed"], keep_counterfactuals=True)
+    x_cf = out["x_cf"].float()
     net, note = fid.inception(cfg["dims"], cfg["inception_weights"], cfg["allow_untrained_inception"], dev)
+    note = f"{note}; Inception at {cx.precision}"
     if note != real_note:
         raise UserError(f"{real_features} was computed with '{real_note}', this step has '{note}': rerun the fid-real step")
-    fake = fid.activations(net, x_cf, bs, dev)
+    with cx.autocast():
+        fake = fid.activations(net, x_cf, bs, dev)
     rows = []
     for subset, (value, n_real, n_fake) in fid.fid_subsets(real, fake, labels).items():
         rows.append({"metric": "fid", "condition": subset, "value": value,
-                     "note": f"{note}; {cfg['dims']} features; {n_real} real vs {n_fake} counterfactuals"})
+                     "note": f"{note}; {cfg['dims']} features; {n_real} real vs {n_fake} counterfactuals{_run_note(ckpt, cx)}"})
     idx = _examples(test)
     np.savez_compressed(examples_out, x=(test.images[idx].numpy()), x_cf=(x_cf[idx].numpy() * 255).round().astype(np.uint8),
                         labels=test.labels[idx].numpy())
     return tidy_frame(rows, dataset, run, "G")
 
 
-def _load_any(checkpoint: Path, dev):
+def _load_any(checkpoint: Path, cx: Compute):
     ckpt = load_checkpoint(checkpoint)
     if ckpt["kind"] == "gan":
-        return load_gan(ckpt, dev)
-    model, ckpt = load_baseline(ckpt, dev)
+        return load_gan(ckpt, cx)
+    model, ckpt = load_baseline(ckpt, cx)
     return None, model, ckpt
 
 
@@ -96,15 +107,18 @@ def _twin_task(model, ckpt: dict, run: str):
     return robustness.Columns(model, [0, classes.index(run_defect(run))]) if classes else model
 
 
-def _per_task(manifest: Path, run: str, evaluate) -> pd.DataFrame:
-    """`evaluate(test split, run name)` for each task of the run (see the module's docstring)."""
-    return pd.concat([evaluate(load_split(manifest, "test", defect=defect), name) for defect, name in tasks(manifest, run)],
-                     ignore_index=True)
+def _per_task(manifest: Path, run: str, evaluate, cx: Compute) -> pd.DataFrame:
+    """`evaluate(test split, run name)` for each task of the run (see the module's docstring), at the
+    step's precision."""
+    with cx.autocast():
+        return pd.concat([evaluate(load_split(manifest, "test", defect=defect), name) for defect, name in tasks(manifest, run)],
+                         ignore_index=True)
 
 
 def run_classify(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
-    dev, bs = device(), params["evaluate"]["batch_size"]
-    g, d, ckpt = _load_any(checkpoint, dev)
+    cx = resolve(params)
+    dev, bs = cx.device, params["evaluate"]["batch_size"]
+    g, d, ckpt = _load_any(checkpoint, cx)
 
     def evaluate(test, run):
         out = predict(test, d=d if g is not None else _twin_task(d, ckpt, run), g=g, batch_size=bs, device=dev,
@@ -113,47 +127,50 @@ def run_classify(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.D
         models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_logits"]), "G": out["g_probs"]}
         rows = [{"model": m, "metric": k, "condition": "test", "value": v}
                 for m, probs in models.items() for k, v in binary_metrics(y, probs.argmax(1).numpy()).items()]
-        return tidy_frame(rows, dataset, run, note=_run_note(ckpt).lstrip("; "))
-    return _per_task(manifest, ckpt["summary"]["run"], evaluate)
+        return tidy_frame(rows, dataset, run, note=_run_note(ckpt, cx).lstrip("; "))
+    return _per_task(manifest, ckpt["summary"]["run"], evaluate, cx)
 
 
 def run_robustness(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
-    dev, bs = device(), params["evaluate"]["batch_size"]
-    g, d, ckpt = _load_any(checkpoint, dev)
+    cx = resolve(params)
+    dev, bs = cx.device, params["evaluate"]["batch_size"]
+    g, d, ckpt = _load_any(checkpoint, cx)
     def evaluate(test, run):
         model, name = (_twin_task(d, ckpt, run), "baseline") if g is None else (robustness.RealLogits(d), "D")
         attacked = robustness.stratified_subset(test, params["evaluate"].get("robustness_crops"), params["seed"])
         rows = robustness.sweep(attacked, model, None if g is None else d, params["evaluate"], bs, params["seed"], dev)
-        note = _run_note(ckpt).lstrip("; ")
+        note = _run_note(ckpt, cx).lstrip("; ")
         if len(attacked) < len(test):
             note = "; ".join(filter(None, [note, f"PGD and noise on {len(attacked)} of {len(test)} test crops (class-stratified)"]))
         return tidy_frame(rows, dataset, run, name, note=note)
-    return _per_task(manifest, ckpt["summary"]["run"], evaluate)
+    return _per_task(manifest, ckpt["summary"]["run"], evaluate, cx)
 
 
 def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.DataFrame:
-    dev, bs = device(), params["evaluate"]["batch_size"]
-    g, d, ckpt = load_gan(checkpoint, dev)
+    cx = resolve(params)
+    dev, bs = cx.device, params["evaluate"]["batch_size"]
+    g, d, ckpt = load_gan(checkpoint, cx)
 
     def evaluate(test, run):
         out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
         rows = uncertainty.fakeness_correlation(out["d_logits"], out["g_probs"], test.labels)
-        return tidy_frame(rows, dataset, run, note=f"{len(test)} test crops")
-    return _per_task(manifest, ckpt["summary"]["run"], evaluate)
+        return tidy_frame(rows, dataset, run, note=f"{len(test)} test crops{_run_note(ckpt, cx)}")
+    return _per_task(manifest, ckpt["summary"]["run"], evaluate, cx)
 
 
 def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     """IoU and f1_tol2 per damaged test crop for a GAN run (counterfactual maps and Grad-CAM on
     its D) or a supervised segmenter; thresholds chosen on val; per task on multi-class data."""
-    dev, bs, seed = device(), params["evaluate"]["batch_size"], params["seed"]
+    cx = resolve(params)
+    dev, bs, seed = cx.device, params["evaluate"]["batch_size"], params["seed"]
     cfg = params["evaluate"]["saliency"]
     ckpt = load_checkpoint(checkpoint)
-    run_note = _run_note(ckpt)
+    run_note = _run_note(ckpt, cx)
     if ckpt["kind"] == "segmenter":
-        model, ckpt = load_segmenter(ckpt, dev)
+        model, ckpt = load_segmenter(ckpt, cx)
         methods = [("segmenter", lambda s: predict_masks(model, s, bs, dev).numpy())]
     else:
-        g, d, ckpt = load_gan(ckpt, dev)
+        g, d, ckpt = load_gan(ckpt, cx)
         methods = [("counterfactual", lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"])),
                    ("gradcam", lambda s: saliency.gradcam_maps(d, s, bs, dev))]
     frames, examples = [], {}
@@ -162,8 +179,9 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
         rows, example_maps = [], {}
         for method, make in methods:
             extra = f"; maps blurred with a {cfg['smooth_sigma']} px Gaussian" if method == "counterfactual" and cfg["smooth_sigma"] > 0 else ""
-            test_maps = make(test)
-            new, t = saliency_rows(method, make(val)[vmask], val.masks.numpy()[vmask], test_maps, test, tmask,
+            with cx.autocast():  # the maps themselves are computed in fp32 from the models' outputs
+                test_maps, val_maps = make(test), make(val)
+            new, t = saliency_rows(method, val_maps[vmask], val.masks.numpy()[vmask], test_maps, test, tmask,
                                     cfg["quantiles"], extra + run_note)
             rows += new
             example_maps[method] = test_maps

@@ -43,7 +43,7 @@ def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu", sigm
             x, _ = split.batch(idx, device)
             z = torch.randn(len(idx), g.noise_dim, generator=gen).to(device)
             x_cf, _ = g(x, z)
-            maps.append(smooth((x - x_cf).abs().mean(1), sigma).cpu().numpy())
+            maps.append(smooth((x - x_cf.float()).abs().mean(1), sigma).cpu().numpy())  # maps in fp32
     return np.concatenate(maps)
 
 
@@ -55,7 +55,10 @@ def gradcam_maps(d, split, batch_size: int, device="cpu") -> np.ndarray:
     from ..models import cam_target_layer
     maps = []
     layer, reshape = cam_target_layer(d)
-    with GradCAM(model=d, target_layers=[layer], reshape_transform=reshape) as cam:
+
+    def to_fp32(t):  # under bf16 autocast the hooked activations and gradients are bf16, which numpy lacks
+        return (reshape(t) if reshape else t).float()
+    with GradCAM(model=d, target_layers=[layer], reshape_transform=to_fp32) as cam:
         for start in range(0, len(split), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(split)))
             x, _ = split.batch(idx, device)

@@ -11,24 +11,26 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..compute import resolve
 from ..data.augment import augment
 from ..data.datasets import defect_names, load_split, read_manifest
 from ..inference import predict
 from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
-from .common import as_checkpoint, autocast, batch_indices, device, prepare, rebuilds, save_run, seed_everything
+from .common import as_checkpoint, batch_indices, rebuilds, save_run, seed_everything
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:
     cfg = params["baseline"]
     rng = seed_everything(seed)
     name = f"baseline-{backbone}-s{seed}"
-    dev = device()
+    cx = resolve(params)
+    dev = cx.device
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
     classes = ["undamaged", *defect_names(read_manifest(manifest))] if train.classes is not train.labels else None
     n_out = len(classes) if classes else 2
     image_size = train.images.shape[-1]
-    model = prepare(build_discriminator(backbone, params["discriminator"], image_size, n_out), dev)
+    model = cx.prepare(build_discriminator(backbone, params["discriminator"], image_size, n_out))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"f1": -1.0, "step": 0, "state": None}, []
     val_every = params["train"]["val_every"]
@@ -37,15 +39,16 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
         idx = batch_indices(train.classes, cfg["batch_size"], rng, cfg.get("balance", False))
         x, _ = train.batch(idx, dev)
         y = train.classes[idx].to(dev)
-        with autocast(dev):
-            loss = F.cross_entropy(model(augment(x, params["train"]["augment"], rng)), y)
+        with cx.autocast():
+            loss = F.cross_entropy(model(augment(x, params["train"]["augment"], rng)).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {"step": step + 1, "loss": loss.item()}
+        row = {"step": step + 1, "loss": loss.detach()}
         if (step + 1) % val_every == 0 or step + 1 == cfg["steps"]:
             model.eval()
-            probs = predict(val, d=model, batch_size=params["evaluate"]["batch_size"], device=dev)["d_probs"]
+            with cx.autocast():
+                probs = predict(val, d=model, batch_size=params["evaluate"]["batch_size"], device=dev)["d_probs"]
             model.train()
             pred = probs.argmax(1).numpy()
             f1 = multiclass_metrics(val.classes.numpy(), pred, n_out)["macro_f1"] if classes else \
@@ -56,14 +59,15 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
         log.append(row)
     summary = {"run": name, "backbone": backbone, "seed": seed, "balance": cfg.get("balance", False), "best_step": best["step"], "val_f1": best["f1"],
                "image_size": image_size, **({"classes": classes} if classes else {})}
-    save_run(out_dir, {"kind": "baseline", "model": best["state"], "params": params, "summary": summary}, log)
+    log = [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in log]  # one read at the end
+    save_run(out_dir, {"kind": "baseline", "model": best["state"], "params": params, "summary": summary}, log, cx)
     return summary
 
 
 @rebuilds
-def load_baseline(source, dev="cpu"):
+def load_baseline(source, compute=None):
     ckpt = as_checkpoint(source)
     s = ckpt["summary"]
     model = build_discriminator(s["backbone"], ckpt["params"]["discriminator"], s["image_size"], len(s.get("classes", [0, 1])))
     model.load_state_dict(ckpt["model"])
-    return model.to(dev).eval(), ckpt
+    return (model if compute is None else compute.prepare(model)).eval(), ckpt

@@ -1,4 +1,5 @@
-"""What every training run shares: seeding, devices, checkpoints that say what made them.
+"""What every training run shares: seeding, batches, checkpoints that say what made them (the
+device and precision come from `cfgan.compute`).
 
 Checkpoints are shared (a DVC remote, a colleague's run folder, `cfgan explain --run`), so they
 hold only tensors and plain values and are read with `torch.load(weights_only=True)`: a file
@@ -45,31 +46,17 @@ def batch_indices(labels: torch.Tensor, batch_size: int, rng: torch.Generator, b
     return idx[torch.randperm(len(idx), generator=rng)]
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def prepare(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
-    """Move to the device; channels-last on a GPU, where convolutions run faster in it."""
-    model = model.to(dev)
-    return model.to(memory_format=torch.channels_last) if dev.type == "cuda" else model
-
-
-def autocast(dev: torch.device):
-    """bf16 autocast on a GPU, plain fp32 on the CPU."""
-    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-
-
 # The layout of checkpoint.pt / resume.pt. Raise it when a change makes older files unreadable
 # (renamed keys, new required entries), so that loading one says so instead of failing later.
-CHECKPOINT_FORMAT = 1
+# 2: the compute block (device, precision) is recorded; `versions` no longer holds the device.
+CHECKPOINT_FORMAT = 2
 
 
 def versions() -> dict:
     from importlib.metadata import version  # not `import timm`: that pulls in torchvision (~2 s)
 
     return {"cfgan": __version__, "torch": str(torch.__version__), "timm": version("timm"),
-            "python": platform.python_version(), "device": str(device())}
+            "python": platform.python_version()}
 
 
 def plain(value):
@@ -97,11 +84,12 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         torch.save(plain({**payload, "format": CHECKPOINT_FORMAT}), tmp)
 
 
-def save_run(out_dir: Path, payload: dict, log: list[dict]) -> None:
-    """A finished run: checkpoint.pt (state dicts, the params it read, versions) and log.csv."""
+def save_run(out_dir: Path, payload: dict, log: list[dict], compute) -> None:
+    """A finished run: checkpoint.pt (state dicts, the params it read, versions, the device and
+    precision it trained at) and log.csv."""
     import pandas as pd
     from ..io import write_csv
-    save_checkpoint(out_dir / "checkpoint.pt", {**payload, "versions": versions()})
+    save_checkpoint(out_dir / "checkpoint.pt", {**payload, "versions": versions(), "compute": compute.describe()})
     write_csv(out_dir / "log.csv", pd.DataFrame(log))
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..compute import Compute, resolve
 from ..config import deep_merge, parse_run_name, run_defect
 from ..data.augment import augment
 from ..data.datasets import load_split
@@ -23,8 +24,7 @@ from ..inference import predict, real_class_probs
 from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
-from .common import (as_checkpoint, autocast, batch_indices, device, load_checkpoint, prepare, rebuilds, save_checkpoint,
-                     save_run, seed_everything)
+from .common import as_checkpoint, batch_indices, load_checkpoint, rebuilds, save_checkpoint, save_run, seed_everything
 from .losses import discriminator_loss, generator_losses
 
 # A run is reported as collapsed when, at its selected step on val, ...
@@ -39,12 +39,13 @@ def train_config(params: dict, dataset: str | None) -> dict:
     return deep_merge(params["train"], own)
 
 
-def validate(g, d, split, batch_size: int, dev, seed: int) -> dict:
+def validate(g, d, split, batch_size: int, compute: Compute, seed: int) -> dict:
     """Val metrics of the whole model, in eval mode: D's F1, G's head balanced accuracy, the
     fraction of counterfactuals D assigns to the opposite real class (flip), and the signs of
     collapse. `score`, the mean of the first three, selects the checkpoint."""
     g.eval(); d.eval()
-    out = predict(split, d=d, g=g, batch_size=batch_size, device=dev, seed=seed)
+    with compute.autocast():
+        out = predict(split, d=d, g=g, batch_size=batch_size, device=compute.device, seed=seed)
     g.train(); d.train()
     y = split.labels.numpy()
     d_pred = real_class_probs(out["d_logits"]).argmax(1).numpy()
@@ -73,19 +74,24 @@ def collapse_signs(row: dict) -> list[str]:
     return signs
 
 
-def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool) -> dict:
-    """One D update (eq. 1) and, when `update_g`, one G update (eq. 2-6). Returns the losses."""
-    dev = x.device
-    with torch.no_grad(), autocast(dev):
-        x_cf, _ = g(x)
-    with autocast(dev):
+def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, compute: Compute) -> dict:
+    """One D update (eq. 1) and, when `update_g`, one G update (eq. 2-6). Returns the losses as
+    0-d tensors (read them when logging: on a GPU every `.item()` waits for the device).
+
+    G runs once per step. On a G-update step that pass keeps its graph: D learns from the
+    counterfactual (detached), then G's loss scores the same counterfactual through the updated D.
+    (Until 2026-12-02 G ran a second time, without gradients, only for D: the same weights, another
+    noise draw; dropping it saved a third of G's cost on those steps.)"""
+    with compute.autocast(), torch.set_grad_enabled(update_g):
+        x_cf, logits = g(x)
+    with compute.autocast():
         loss_d = discriminator_loss(d, x, y, x_cf)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    out = {"loss_d": loss_d.item()}
+    out = {"loss_d": loss_d.detach()}
     if update_g:
-        out.update(generator_step(g, d, opt_g, x, y, cfg, cycles))
+        out.update(generator_step(g, d, opt_g, x, y, cfg, cycles, compute, (x_cf, logits)))
     return out
 
 
@@ -102,8 +108,9 @@ class MixedBatchD(torch.nn.Module):
         return self.d(torch.cat([self.real, fake]))[len(self.real):]
 
 
-def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int) -> dict:
+def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int, compute: Compute, forward=None) -> dict:
     """The G update, with D frozen: no parameter gradients, and its running statistics untouched.
+    `forward`: G's (counterfactual, class logits) of x, with its graph, when the caller already ran G.
 
     `train.d_in_g_update` says how D normalises G's images: `mixed` (default) scores them inside
     real+fake batches in train mode, exactly as D's own update does, and restores D's batch-norm
@@ -117,8 +124,8 @@ def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int) -> dict:
     d.train(mode == "mixed")
     critic = MixedBatchD(d, x) if mode == "mixed" else d
     try:
-        with autocast(x.device):
-            x_cf, logits = g(x)
+        with compute.autocast():
+            x_cf, logits = g(x) if forward is None else forward
             terms = generator_losses(g, critic, x, y, x_cf, logits, cfg["loss"], cycles, cfg["cycle_weights"])
         opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -129,7 +136,7 @@ def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int) -> dict:
                 b.copy_(saved[k])
         d.requires_grad_(True)
         d.train(was_training)
-    return {f"loss_g_{k}": v.item() for k, v in terms.items()}
+    return {f"loss_g_{k}": v.detach() for k, v in terms.items()}
 
 
 def schedule_lr(opt_g, opt_d, cfg: dict, step: int) -> None:
@@ -159,7 +166,7 @@ def training_batch(train, idx, cfg: dict, rng, dev):
     return x, torch.where(masks.flatten(1).any(1).to(y.device), y, torch.zeros_like(y))
 
 
-def warm_up(g, d, opt_g, opt_d, train, cfg: dict, rng, dev, run: str) -> None:
+def warm_up(g, d, opt_g, opt_d, train, cfg: dict, rng, compute: Compute, run: str) -> None:
     """`train.warmup` (off in the paper's configuration): optional warm starts for few-step runs.
 
     d_steps: D trained on real crops only, to their class (cross-entropy over its three logits, so
@@ -174,14 +181,14 @@ def warm_up(g, d, opt_g, opt_d, train, cfg: dict, rng, dev, run: str) -> None:
     balance = cfg.get("balance", False)
     for who, steps in (("D", warm.get("d_steps", 0)), ("G", warm.get("g_steps", 0))):
         for _ in tqdm(range(steps), desc=f"{run} {who} warm-up", unit="step", disable=steps == 0):
-            x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
-            with autocast(dev):
+            x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, compute.device)
+            with compute.autocast():
                 if who == "D":
-                    loss, opt = F.cross_entropy(d(x), y), opt_d
+                    loss, opt = F.cross_entropy(d(x).float(), y), opt_d
                 else:
                     x_rec, logits = g(x)
-                    loss = (cfg["loss"]["l1"] * (x - x_rec).abs().mean()
-                            + cfg["loss"]["auxiliary"] * F.cross_entropy(logits, y))
+                    loss = (cfg["loss"]["l1"] * (x - x_rec.float()).abs().mean()
+                            + cfg["loss"]["auxiliary"] * F.cross_entropy(logits.float(), y))
                     opt = opt_g
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -192,12 +199,13 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     gen_name, dis_name, cycles, seed = parse_run_name(run)
     cfg = train_config(params, dataset)
     rng = seed_everything(seed)
-    dev = device()
+    cx = resolve(params)
+    dev = cx.device
     defect = run_defect(run)  # one-vs-rest: this defect class's crops against the undamaged ones
     train, val = load_split(manifest, "train", defect=defect), load_split(manifest, "val", defect=defect)
     image_size = train.images.shape[-1]
-    g = prepare(build_generator(gen_name, params["generator"], image_size), dev)
-    d = prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3), dev)
+    g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
+    d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3))
     opt_g, opt_d = optimizers(g, d, cfg)
     resume_path = out_dir / "resume.pt"
     start, log, best = 0, [], {"key": (False, -1.0), "score": -1.0, "step": 0, "row": None, "g": None, "d": None}
@@ -207,19 +215,26 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
             g.load_state_dict(state["g"]); d.load_state_dict(state["d"])
             opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
             rng.set_state(state["rng"]); torch.set_rng_state(state["torch_rng"])
+            if dev.type == "cuda" and "cuda_rng" in state:  # G's noise and dropout draw from the device's generator there
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
             start, log, best = state["step"], state["log"], state["best"]
             print(f"resuming {run} from step {start}")
     g.train(); d.train()
     if start == 0:
-        warm_up(g, d, opt_g, opt_d, train, cfg, rng, dev, run)
+        warm_up(g, d, opt_g, opt_d, train, cfg, rng, cx, run)
     balance = cfg.get("balance", False)
+    pending = []  # this interval's per-step losses, still tensors: read once, at the next validation
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
         x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
         schedule_lr(opt_g, opt_d, cfg, step)
-        row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g=(step + 1) % cfg["g_every"] == 0)}
+        row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, (step + 1) % cfg["g_every"] == 0, cx)}
+        pending.append(row)
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
-            row.update(validate(g, d, val, params["evaluate"]["batch_size"], dev, seed))
+            for r in pending:
+                r.update({k: float(v) for k, v in r.items() if isinstance(v, torch.Tensor)})
+            log, pending = log + pending, []
+            row.update(validate(g, d, val, params["evaluate"]["batch_size"], cx, seed))
             # a step without signs of collapse beats any collapsed one; among equals, the higher score
             key = (not collapse_signs(row), row["val_score"])
             if key > best["key"]:
@@ -229,8 +244,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                 save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),
                                               "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                               "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                                              "log": log + [row], "best": best})
-        log.append(row)
+                                              **({"cuda_rng": torch.cuda.get_rng_state_all()} if dev.type == "cuda" else {}),
+                                              "log": log, "best": best})
     collapse = collapse_signs(best["row"])
     for sign in collapse:
         print(f"WARNING {run}: collapsed at its selected step {best['step']}: {sign}")
@@ -239,18 +254,21 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
                "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}),
                "lr_schedule": cfg.get("lr_schedule", "constant"), "image_size": image_size}
-    summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
-    save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log)
+    with cx.autocast():
+        summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
+    save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log, cx)
     resume_path.unlink(missing_ok=True)
     return summary
 
 
 @rebuilds
-def load_gan(source, dev="cpu"):
-    """Rebuild G and D from a checkpoint, in eval mode."""
+def load_gan(source, compute: Compute | None = None):
+    """Rebuild G and D from a checkpoint, in eval mode, on `compute`'s device and layout (None: the CPU, as stored)."""
     ckpt = as_checkpoint(source)
     s, p = ckpt["summary"], ckpt["params"]
     g = build_generator(s["generator"], p["generator"], s["image_size"])
     d = build_discriminator(s["discriminator"], p["discriminator"], s["image_size"], 3)
     g.load_state_dict(ckpt["g"]); d.load_state_dict(ckpt["d"])
-    return g.to(dev).eval(), d.to(dev).eval(), ckpt
+    if compute is not None:
+        g, d = compute.prepare(g), compute.prepare(d)
+    return g.eval(), d.eval(), ckpt

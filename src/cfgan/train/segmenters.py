@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..compute import resolve
 from ..data.datasets import load_split
 from ..errors import UserError
 from ..metrics import choose_threshold
 from ..models import build_segmenter
-from .common import as_checkpoint, autocast, batch_indices, device, prepare, rebuilds, save_run, seed_everything
+from .common import as_checkpoint, batch_indices, rebuilds, save_run, seed_everything
 
 
 @torch.no_grad()
@@ -49,12 +50,13 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
     cfg = params["segmenter"]
     rng = seed_everything(seed)
     name = f"segmenter-{arch}-s{seed}"
-    dev = device()
+    cx = resolve(params)
+    dev = cx.device
     train, val = load_split(manifest, "train"), load_split(manifest, "val")
     if train.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so a segmenter cannot be trained on this data set")
     image_size = train.images.shape[-1]
-    model = prepare(build_segmenter(arch, _segmenter_generator_cfg(params), image_size), dev)
+    model = cx.prepare(build_segmenter(arch, _segmenter_generator_cfg(params), image_size))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"iou": -1.0, "step": 0, "state": None}, []
     damaged_val = (val.labels == 1).numpy()
@@ -70,15 +72,16 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
         target = train.masks[idx].to(dev).float()
         if cfg.get("augment", False):
             x, target = flip_turn(x, target, rng)
-        with autocast(dev):
+        with cx.autocast():
             loss = F.binary_cross_entropy_with_logits(model(x).float(), target, pos_weight=pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {"step": step + 1, "loss": loss.item()}
+        row = {"step": step + 1, "loss": loss.detach()}
         if (step + 1) % params["train"]["val_every"] == 0 or step + 1 == cfg["steps"]:
             model.eval()
-            probs = predict_masks(model, val, params["evaluate"]["batch_size"], dev).numpy()[damaged_val]
+            with cx.autocast():
+                probs = predict_masks(model, val, params["evaluate"]["batch_size"], dev).numpy()[damaged_val]
             model.train()
             _, score = choose_threshold(probs, val_masks, quantiles)
             row["val_iou"] = score
@@ -87,14 +90,15 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
         log.append(row)
     summary = {"run": name, "arch": arch, "seed": seed, "best_step": best["step"], "val_iou": best["iou"],
                "image_size": image_size, "pos_weight": float(pos_weight)}
-    save_run(out_dir, {"kind": "segmenter", "model": best["state"], "params": params, "summary": summary}, log)
+    log = [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in log]  # one read at the end
+    save_run(out_dir, {"kind": "segmenter", "model": best["state"], "params": params, "summary": summary}, log, cx)
     return summary
 
 
 @rebuilds
-def load_segmenter(source, dev="cpu"):
+def load_segmenter(source, compute=None):
     ckpt = as_checkpoint(source)
     s = ckpt["summary"]
     model = build_segmenter(s["arch"], _segmenter_generator_cfg(ckpt["params"]), s["image_size"])
     model.load_state_dict(ckpt["model"])
-    return model.to(dev).eval(), ckpt
+    return (model if compute is None else compute.prepare(model)).eval(), ckpt

@@ -1,0 +1,125 @@
+"""The compute setting (device, precision): what `auto` resolves to, clear errors for a device that
+is not there, and the bf16 paths checked on the CPU (the GPU runs the same code)."""
+
+import pandas as pd
+import pytest
+import torch
+
+from cfgan import compute
+from cfgan.compute import Compute, resolve
+from cfgan.errors import UserError
+from cfgan.models import build_discriminator, build_generator
+from cfgan.models.quantize import VectorQuantizer
+from cfgan.train.gan import gan_step, optimizers
+from conftest import ROOT
+from test_models import DIS_CFG, GEN_CFG
+
+BF16 = Compute(torch.device("cpu"), "bf16", channels_last=True)
+FP32 = Compute(torch.device("cpu"), "fp32", channels_last=False)
+
+
+@pytest.mark.parametrize("amx,expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_matrix_units(monkeypatch, amx, expected):
+    monkeypatch.delenv(compute.ENV_DEVICE, raising=False)
+    monkeypatch.setattr(compute, "cpu_has_bf16_matrix_units", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cx = resolve({"compute": {"device": "auto", "precision": "auto"}})
+    assert (cx.device.type, cx.precision, cx.channels_last) == ("cpu", expected, expected == "bf16")
+    assert resolve({}).precision == expected  # params without a compute block: auto
+    assert resolve({"compute": {"precision": "fp32"}}).precision == "fp32"  # an explicit choice wins
+    assert resolve({"compute": {"precision": "bf16"}}).channels_last
+
+
+def test_cuda_asked_for_where_there_is_none_is_an_error_naming_what_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv(compute.ENV_DEVICE, raising=False)
+    with pytest.raises(UserError, match=r"compute.device is 'cuda', but there is no CUDA device: .*(driver|CPU-only|CUDA_VISIBLE)"):
+        resolve({"compute": {"device": "cuda"}})
+    monkeypatch.setenv(compute.ENV_DEVICE, "cuda")  # the environment overrides params, and the error says so
+    with pytest.raises(UserError, match="CFGAN_DEVICE is 'cuda'"):
+        resolve({"compute": {"device": "cpu"}})
+    monkeypatch.setenv(compute.ENV_DEVICE, "tpu")
+    with pytest.raises(UserError, match="CFGAN_DEVICE is 'tpu'; allowed values: auto, cuda, cpu"):
+        resolve({})
+    monkeypatch.setenv(compute.ENV_DEVICE, "cpu")
+    assert resolve({"compute": {"device": "cuda"}}).device.type == "cpu"
+
+
+def test_cfgan_train_with_cuda_missing_exits_2_and_writes_nothing(small_manifest, tmp_path, monkeypatch, capsys):
+    from cfgan.cli import main
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(compute.ENV_DEVICE, "cuda")
+    _, manifest = small_manifest
+    run = tmp_path / "run"
+    assert main(["train", "--params", str(ROOT / "params.yaml"), "--manifest", str(manifest), "--dataset", "synthetic",
+                 "--run", "cnn_unet-resnet3-c0-s0", "--out", str(run)]) == 2
+    assert "there is no CUDA device" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_the_vq_layer_picks_the_same_codes_under_bf16_autocast_as_in_fp32():
+    """z^2 - 2ze + e^2 cancels badly: computed in bf16 (what autocast does to the product even after
+    .float()), codes close to each other swap. The layer turns autocast off for its distances."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(512, 64)
+    with torch.no_grad():  # codes far from 0 and close to each other, as bottleneck features can be
+        vq.codebook.weight.copy_(5 + 0.1 * torch.randn(512, 64))
+    z = vq.codebook.weight[torch.randint(512, (2048,))] + 0.03 * torch.randn(2048, 64)  # near, not at, a code
+    codes = lambda q: torch.cdist(q.reshape(-1, 64).float(), vq.codebook.weight).argmin(1)  # noqa: E731
+    q32, _ = vq(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q16, _ = vq(z)
+        flat = z.float()  # what the layer did before: autocast runs this product in bf16
+        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ vq.codebook.weight.float().t() + vq.codebook.weight.float().pow(2).sum(1)
+    assert torch.equal(codes(q16), codes(q32))
+    assert (dist.argmin(1) != codes(q32)).any()  # the unprotected distances do pick other codes: the test can fail
+
+
+@pytest.mark.parametrize("gname", ["cnn_unet", "swin_unet"])
+def test_every_pairing_trains_at_32px_in_bf16_channels_last_with_finite_losses(gname):
+    """The GPU's path (bf16 autocast, channels-last) on the CPU, every generator x discriminator."""
+    from cfgan.models import DISCRIMINATORS
+    cfg = {"lr_g": 1e-3, "lr_d": 1e-3, "betas": [0.5, 0.999], "d_in_g_update": "mixed", "cycle_weights": [1.0],
+           "loss": {"adversarial": 1.0, "auxiliary": 1.0, "l1": 3.0, "cycle": 1.0, "vq": 1.0}}
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
+    for dname in DISCRIMINATORS:
+        torch.manual_seed(0)
+        g = BF16.prepare(build_generator(gname, GEN_CFG, 32))
+        d = BF16.prepare(build_discriminator(dname, DIS_CFG, 32, 3))
+        opt_g, opt_d = optimizers(g, d, cfg)
+        before = [p.detach().clone() for p in g.parameters()]
+        losses = gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True, compute=BF16)
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values()), (dname, losses)  # losses in fp32
+        assert all(p.dtype == torch.float32 for p in g.parameters())  # master weights (and Adam's state) stay fp32
+        assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())), dname
+
+
+def test_bf16_and_fp32_steps_agree_to_bf16_accuracy():
+    """The same step in both precisions from the same weights: D's loss within bf16's few digits."""
+    losses = {}
+    for cx in (FP32, BF16):
+        torch.manual_seed(0)
+        g = cx.prepare(build_generator("cnn_unet", GEN_CFG, 32))
+        d = cx.prepare(build_discriminator("resnet3", DIS_CFG, 32, 3))
+        opt_g, opt_d = optimizers(g, d, {"lr_g": 1e-3, "lr_d": 1e-3, "betas": [0.5, 0.999]})
+        torch.manual_seed(1)
+        x, y = torch.rand(8, 3, 32, 32), torch.tensor([0, 1] * 4)
+        cfg = {"d_in_g_update": "mixed", "cycle_weights": [1.0],
+               "loss": {"adversarial": 1.0, "auxiliary": 1.0, "l1": 3.0, "cycle": 1.0, "vq": 1.0}}
+        losses[cx.precision] = gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles=1, update_g=True, compute=cx)
+    for k in losses["fp32"]:
+        assert abs(float(losses["bf16"][k]) - float(losses["fp32"][k])) < 0.05 * (1 + abs(float(losses["fp32"][k]))), k
+
+
+def test_checkpoints_and_tables_record_the_precision(small_manifest, tmp_path):
+    from cfgan.evaluate.run import run_classify
+    from cfgan.train import gan
+    params, manifest = small_manifest
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c0-s0", tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
+    cx = resolve(params)
+    assert ckpt["compute"]["precision"] == cx.precision and ckpt["compute"]["device"] == "cpu"
+    assert ckpt["format"] == 2
+    frame = run_classify({**params, "seed": 0}, manifest, tmp_path / "run/checkpoint.pt", "synthetic")
+    assert isinstance(frame, pd.DataFrame)
+    assert frame["note"].str.contains(f"trained at {cx.precision} on cpu, evaluated at {cx.precision} on cpu").all()
