@@ -23,7 +23,12 @@ def _params(args, step: str, dataset: str | None = None) -> dict:
         raise UserError(f"--dataset {dataset!r}: not defined under 'datasets' in params; known: {', '.join(params['datasets'])}")
     selected = select(params, keys_for(step, dataset))
     if "compute?" in STEP_KEYS[step]:  # a step that runs models: say where, and fail before anything is written
+        from . import gpus
         from .compute import resolve
+        if gpus.wants_cuda(selected):  # before CUDA initialises: one free GPU of several becomes this job's only one
+            gpu = gpus.claim()
+            if gpu is not None:
+                print(f"{step}: gpu pool: this job runs on GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})", file=sys.stderr, flush=True)
         print(f"{step}: compute {resolve(selected).summary()}", file=sys.stderr, flush=True)
     return selected
 

@@ -80,7 +80,8 @@ class Compute:
         if self.device.type == "cuda":
             index = self.device.index or 0
             out.update(gpu=torch.cuda.get_device_name(index), cuda=str(torch.version.cuda),
-                       capability=".".join(map(str, torch.cuda.get_device_capability(index))))
+                       capability=".".join(map(str, torch.cuda.get_device_capability(index))),
+                       deterministic=torch.are_deterministic_algorithms_enabled())
         return out
 
     def summary(self) -> str:
@@ -88,6 +89,27 @@ class Compute:
         info = self.describe()
         where = f"{info['device']} ({info['gpu']}, CUDA {info['cuda']})" if "gpu" in info else info["device"]
         return f"{where}, {self.precision}{', channels-last' if self.channels_last else ''}, {info['threads']} threads"
+
+
+ENV_DETERMINISTIC = "CFGAN_DETERMINISTIC"
+
+
+def deterministic_cuda() -> bool:
+    """On a GPU, the settings that make a rerun (and a resumed run) repeat its numbers where
+    PyTorch can: deterministic algorithms (warn_only: an op without a deterministic kernel warns
+    once and runs anyway, e.g. the backward of some upsampling and scatter ops), no cuDNN
+    autotuning (benchmark=False: the fastest kernel may differ between runs), cuDNN's
+    deterministic kernels, and a fixed cuBLAS workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS
+    starts: so set here, before any model runs). What stays only statistically reproducible:
+    docs/clusters.md. CFGAN_DETERMINISTIC=0 skips them (faster; reruns then differ in the last bits).
+    Returns whether they were applied."""
+    if os.environ.get(ENV_DETERMINISTIC, "1") == "0":
+        return False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    return True
 
 
 def resolve(params: dict | None) -> Compute:
@@ -101,6 +123,8 @@ def resolve(params: dict | None) -> Compute:
         raise UserError(f"{source} is 'cuda', but there is no CUDA device: {_cuda_missing()}. "
                         f"Run on a GPU node, or set {source} to cpu or auto")
     device = torch.device("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu")
+    if device.type == "cuda":
+        deterministic_cuda()
     precision = cfg.get("precision", "auto")
     if precision not in PRECISIONS:
         raise UserError(f"compute.precision is {precision!r}; allowed values: {', '.join(PRECISIONS)}")

@@ -33,10 +33,21 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
 
 
+def cores() -> int:
+    """The CPUs this process may run on: its affinity mask (what SLURM's cpus_per_task, taskset or a
+    container's cpuset gave it), not os.cpu_count() (the whole node: 8 jobs of a 16-core node would
+    each start 16 threads)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS has no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
 def tune() -> bool:
-    """Threads = cores (unless OMP_NUM_THREADS says otherwise: more threads than cores only adds
-    contention) and the allocator setting above (returns whether it applied)."""
+    """Threads = the cores this process was given (unless OMP_NUM_THREADS says otherwise: more
+    threads than cores only adds contention) and the allocator setting above (returns whether it
+    applied)."""
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(cores())
     return keep_freed_memory()

@@ -9,7 +9,9 @@ rule fid_real:
     params:
         files=PARAMS,
         cfg=step_params("fid-real"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -31,7 +33,9 @@ rule fid:
     params:
         files=PARAMS,
         cfg=step_params("fid"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -52,7 +56,9 @@ rule classify:
     params:
         files=PARAMS,
         cfg=step_params("classify"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -73,7 +79,9 @@ rule robustness:
     params:
         files=PARAMS,
         cfg=step_params("robustness"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -96,7 +104,9 @@ rule multiclass:
     params:
         files=PARAMS,
         cfg=step_params("multiclass"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -117,7 +127,9 @@ rule uncertainty:
     params:
         files=PARAMS,
         cfg=step_params("uncertainty"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -139,7 +151,9 @@ rule saliency:
     params:
         files=PARAMS,
         cfg=step_params("saliency"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:

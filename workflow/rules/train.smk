@@ -12,7 +12,9 @@ rule train:
     params:
         files=PARAMS,
         cfg=step_params("train"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -34,7 +36,9 @@ rule train_baseline:
     params:
         files=PARAMS,
         cfg=step_params("train-baseline"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
@@ -57,7 +61,9 @@ rule train_segmenter:
     params:
         files=PARAMS,
         cfg=step_params("train-segmenter"),
-    threads: workflow.cores
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
     conda:
         "../envs/cfgan.yaml"
     log:
