@@ -14,10 +14,10 @@ def _relative(path):
 # command gets exactly these, so the CLI sees the configuration Snakemake sees.
 PARAMS_FILES = list(dict.fromkeys(["params.yaml"] + [_relative(str(p)) for p in workflow.overwrite_configfiles]))
 PARAMS = " ".join(PARAMS_FILES)
-# CPU threads of each job that runs a model (every rule with `resources: gpu=1`): a fixed number,
-# not workflow.cores, so `snakemake --cores 16 --resources gpu=8 all` runs eight of them at once,
-# each on its own GPU (src/cfgan/gpus.py). params.yaml's scheduling.gpu_job_threads; a profile's
-# set-threads overrides it per rule (tiny: 1; slurm: each rule's cpus_per_task).
+# CPU threads of each job that runs a model (those declaring `resources: gpu=1`): a fixed number,
+# not workflow.cores, so `snakemake all --cores 16 --resources gpu=8` runs eight of them at once,
+# each on its own GPU (src/cfgan/gpus.py). From params.yaml's scheduling.gpu_job_threads; a
+# profile's set-threads overrides it (the tiny profile's 1 thread; slurm's cpus_per_task).
 GPU_JOB_THREADS = int(config.get("scheduling", {}).get("gpu_job_threads", 2))
 DATASETS = config["run_datasets"]
 RUNS = grid_runs(config)  # of every data set in run_datasets (wildcard constraints); per data set: grid_runs(config, ds)
