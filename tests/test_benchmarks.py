@@ -13,7 +13,7 @@ from conftest import ROOT
 def test_perf_quick_mode_prints_every_section():
     proc = subprocess.run([sys.executable, "benchmarks/perf.py", "--quick"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for section in ("(1) fp32 matmul peak", "(2) one adversarial training step", "(4) FID features", "FID of one run",
+    for section in ("(1) fp32 matmul peak", "bf16 matmul peak", "(2) one adversarial training step", "(4) FID features", "FID of one run",
                     "PGD (10 steps)"):
         assert section in proc.stdout, proc.stdout
     assert "identical adversarials: True" in proc.stdout

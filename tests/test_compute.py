@@ -123,3 +123,22 @@ def test_checkpoints_and_tables_record_the_precision(small_manifest, tmp_path):
     frame = run_classify({**params, "seed": 0}, manifest, tmp_path / "run/checkpoint.pt", "synthetic")
     assert isinstance(frame, pd.DataFrame)
     assert frame["note"].str.contains(f"trained at {cx.precision} on cpu, evaluated at {cx.precision} on cpu").all()
+
+
+def test_fp32_image_layers_let_d_see_a_change_below_bf16s_resolution():
+    """bf16 rounds 0.751 to 0.75 (a step of 1/256 in [0.5, 1)): a counterfactual that small is
+    invisible to D's first convolution under plain bf16; with compute.fp32_image_layers those layers
+    read the image in fp32. Checkpoints are the same either way."""
+    assert resolve({"compute": {"precision": "bf16", "fp32_image_layers": True}}).fp32_image_layers
+    assert not resolve({"compute": {"precision": "bf16"}}).fp32_image_layers
+    x = torch.full((1, 3, 16, 16), 0.75)
+    x_cf = x + 0.001
+    seen = {}
+    for keep in (True, False):
+        cx = Compute(torch.device("cpu"), "bf16", channels_last=True, fp32_image_layers=keep)
+        torch.manual_seed(0)
+        d = cx.prepare(build_discriminator("resnet3", DIS_CFG, 16, 3)).eval()
+        with torch.no_grad(), cx.autocast():
+            seen[keep] = not torch.equal(d.stem[0](x), d.stem[0](x_cf))
+        assert set(d.state_dict()) == set(build_discriminator("resnet3", DIS_CFG, 16, 3).state_dict())
+    assert seen == {True: True, False: False}

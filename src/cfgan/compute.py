@@ -61,6 +61,7 @@ class Compute:
     device: torch.device
     precision: str          # "bf16" or "fp32": what `auto` resolved to
     channels_last: bool
+    fp32_image_layers: bool = False  # compute.fp32_image_layers: see image_layers_in_fp32
 
     def autocast(self):
         """The context every forward pass runs in (training and inference alike)."""
@@ -69,8 +70,11 @@ class Compute:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move to the device, channels-last where that is the faster layout."""
+        """Move to the device, channels-last where that is the faster layout; under bf16 with
+        `compute.fp32_image_layers`, the layers that read the image keep reading it in fp32."""
         model = model.to(self.device)
+        if self.precision == "bf16" and self.fp32_image_layers:
+            image_layers_in_fp32(model)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def describe(self) -> dict:
@@ -112,6 +116,35 @@ def deterministic_cuda() -> bool:
     return True
 
 
+IMAGE_CHANNELS = 3
+
+
+def image_layers_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
+    """`compute.fp32_image_layers` (off by default): run every convolution that reads the RGB image
+    with autocast off, in fp32.
+
+    Why one would: bf16 keeps 8 significant bits, so an image value in [0.5, 1) is rounded to a
+    step of 1/256, and a counterfactual that changes pixels by less than that reaches D's first
+    convolution unchanged. On CrackForest val (three seeds, 400 steps; benchmarks/README.md) plain
+    bf16 raised D's fake probability on real crops in every seed. With these layers in fp32, D's F1
+    and the selection score rose above fp32's, but G changed images three times as much and the
+    maps' val IoU fell (0.177 against 0.271 in fp32, 0.242 in plain bf16): hence off, a lever for
+    the search on val. The layers are cheap (3 input channels); state dicts are unchanged (only
+    `forward` is wrapped)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels == IMAGE_CHANNELS and not hasattr(module, "_cfgan_fp32"):
+            module._cfgan_fp32 = True
+            module.forward = _fp32_forward(module.forward)
+    return model
+
+
+def _fp32_forward(forward):
+    def wrapped(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return forward(x.float())
+    return wrapped
+
+
 def resolve(params: dict | None) -> Compute:
     """The Compute of a step's params (`compute.device`, `compute.precision`; both `auto` when absent)."""
     cfg = (params or {}).get("compute", {}) or {}
@@ -130,4 +163,5 @@ def resolve(params: dict | None) -> Compute:
         raise UserError(f"compute.precision is {precision!r}; allowed values: {', '.join(PRECISIONS)}")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" or cpu_has_bf16_matrix_units() else "fp32"
-    return Compute(device, precision, channels_last=precision == "bf16" or device.type == "cuda")
+    return Compute(device, precision, channels_last=precision == "bf16" or device.type == "cuda",
+                   fp32_image_layers=bool(cfg.get("fp32_image_layers", False)))
