@@ -109,3 +109,14 @@ def test_the_calibration_keeps_false_alarms_near_alpha_on_fresh_in_distribution_
     assert len(fresh) == 4
     rate = sum(assess({k: v[i] for k, v in fresh.items()}, calibration)[0] for i in range(20000)) / 20000
     assert abs(rate - ALPHA) < 0.01, rate
+
+
+def test_explain_with_cuda_asked_for_and_none_there_exits_2_and_writes_nothing(trained_run, tmp_path, monkeypatch, capsys):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CFGAN_DEVICE", "cuda")
+    image = save_image(tmp_path / "mine.png", (50, 40))
+    out = tmp_path / "expl"
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out)]) == 2
+    assert "CFGAN_DEVICE is 'cuda', but there is no CUDA device" in capsys.readouterr().err
+    assert not out.exists()

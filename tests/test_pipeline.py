@@ -199,3 +199,20 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(tmp_path):
                           cwd=work, env=env, capture_output=True, text=True)
     assert pull.returncode == 0, pull.stderr[-2000:]
     assert ckpt.read_bytes() == digest
+
+
+@pytest.mark.slow
+def test_the_pipeline_stops_at_its_first_gpu_step_when_cuda_is_asked_for_and_missing(tmp_path):
+    """CFGAN_DEVICE=cuda on a machine without a GPU: the data steps run, the first step that runs a
+    model fails with the reason in its log, and Snakemake stops with an error (no silent CPU run)."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    work = copy_workflow(tmp_path)
+    proc = snakemake(work, "all", env={"CFGAN_DEVICE": "cuda"})
+    assert proc.returncode != 0
+    logs = {p.relative_to(work): p.read_text(errors="replace") for p in (work / "logs").rglob("*.log")}
+    failed = [p for p, text in logs.items() if "CFGAN_DEVICE is 'cuda', but there is no CUDA device" in text]
+    assert failed, {str(p): text[-300:] for p, text in logs.items()}
+    assert (work / "data/processed/synthetic/manifest.csv").exists()  # the CPU-only data steps did run
+    assert not list((work / "results").rglob("checkpoint.pt"))  # and no model was trained on the CPU instead
