@@ -121,11 +121,38 @@ def test_balanced_batches_hold_the_classes_equally():
 
 
 def test_collapse_signs_name_what_went_wrong():
-    healthy = {"val_change": 0.05, "val_damaged_rate_g": 0.4, "val_damaged_rate_d": 0.5, "val_p_fake_real": 0.1}
+    healthy = {"val_change": 0.05, "val_damaged_rate_g": 0.4, "val_damaged_rate_d": 0.5, "val_p_fake_real": 0.1, "val_auc_fake": 0.8}
     assert collapse_signs(healthy) == []
-    identity = {**healthy, "val_change": 0.5 / 255, "val_damaged_rate_g": 0.0, "val_p_fake_real": 0.86}
+    # calling real crops fake more often than not, while ranking counterfactuals above them, is the game, not a collapse
+    assert collapse_signs({**healthy, "val_p_fake_real": 0.6}) == []
+    identity = {**healthy, "val_change": 0.5 / 255, "val_damaged_rate_g": 0.0, "val_p_fake_real": 0.86, "val_auc_fake": 0.45}
     signs = " | ".join(collapse_signs(identity))
-    assert "identity" in signs and "G head predicts one class" in signs and "real images fake" in signs
+    assert "identity" in signs and "G head predicts one class" in signs and "more fake than its own counterfactuals" in signs
+
+
+def test_fake_score_auc_ranks_counterfactuals_against_real_crops():
+    from cfgan.train.gan import fake_score_auc
+    assert fake_score_auc(np.array([0.9, 0.8]), np.array([0.1, 0.2, 0.3])) == 1.0
+    assert fake_score_auc(np.array([0.1]), np.array([0.9])) == 0.0
+    assert fake_score_auc(np.array([0.5, 0.5]), np.array([0.5])) == 0.5  # ties count half
+
+
+def test_a_counterfactual_d_is_sure_is_fake_is_not_counted_as_flipped(monkeypatch):
+    """Selection's flip rate: D's argmax over all three logits must be the opposite real class. (It
+    was the argmax over the two real logits only: a counterfactual D called fake with near
+    certainty still counted as flipped whenever its opposite-class logit edged out its own.)"""
+    from cfgan.train import gan
+    y = torch.tensor([0, 1, 0, 1])
+    cf = torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 9.0], [0.0, 2.0, 1.0], [0.0, 3.0, -1.0]])  # sure fake, sure fake, flipped, not
+    out = {"d_logits": torch.tensor([[2.0, 0.0, -3.0], [0.0, 2.0, -3.0]] * 2), "g_probs": torch.tensor([[0.9, 0.1], [0.1, 0.9]] * 2),
+           "d_logits_cf": cf, "change": torch.full((4,), 0.05)}
+    out["d_probs"], out["d_probs_cf"] = out["d_logits"].softmax(1), cf.softmax(1)
+    monkeypatch.setattr(gan, "predict", lambda *a, **k: out)
+    split = type("S", (), {"labels": y})()
+    g = d = torch.nn.Identity()
+    row = gan.validate(g, d, split, 4, FP32, 0)
+    assert row["val_flip"] == 0.25  # only the third: the first two are fake to D, the fourth kept its class
+    assert row["val_auc_fake"] == 1.0
 
 
 def _crack_crops(n=12, size=32, seed=0):

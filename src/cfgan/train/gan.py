@@ -30,7 +30,8 @@ from .losses import discriminator_loss, generator_losses
 # A run is reported as collapsed when, at its selected step on val, ...
 IDENTITY_CHANGE = 1 / 255     # ... G changes images by less than one grey level on average,
 ONE_CLASS = 0.02              # ... G's head or D calls fewer than 2 % (or more than 98 %) of crops damaged,
-REAL_CALLED_FAKE = 0.5        # ... or D's mean fake probability on real val crops exceeds 0.5.
+SEPARATION = 0.5              # ... or D's fake score ranks real val crops above its own counterfactuals
+                              # (AUC of p_fake, generated against real, below 0.5).
 
 
 def train_config(params: dict, dataset: str | None) -> dict:
@@ -39,10 +40,21 @@ def train_config(params: dict, dataset: str | None) -> dict:
     return deep_merge(params["train"], own)
 
 
+def fake_score_auc(p_fake_generated: np.ndarray, p_fake_real: np.ndarray) -> float:
+    """AUC of D's fake probability, counterfactuals (positive) against real crops: the chance that a
+    random counterfactual looks more fake to D than a random real crop (ties count half)."""
+    from scipy.stats import rankdata
+    ranks = rankdata(np.concatenate([p_fake_generated, p_fake_real]))
+    n_pos, n_neg = len(p_fake_generated), len(p_fake_real)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def validate(g, d, split, batch_size: int, compute: Compute, seed: int) -> dict:
     """Val metrics of the whole model, in eval mode: D's F1, G's head balanced accuracy, the
-    fraction of counterfactuals D assigns to the opposite real class (flip), and the signs of
-    collapse. `score`, the mean of the first three, selects the checkpoint."""
+    fraction of counterfactuals D assigns to the opposite real class over both the crop's own class
+    and 'fake' (flip: a counterfactual D is sure is fake has not flipped), how well D's fake score
+    separates counterfactuals from real crops (AUC), and the signs of collapse. `score`, the mean of
+    the first three, selects the checkpoint."""
     g.eval(); d.eval()
     with compute.autocast():
         out = predict(split, d=d, g=g, batch_size=batch_size, device=compute.device, seed=seed)
@@ -52,9 +64,10 @@ def validate(g, d, split, batch_size: int, compute: Compute, seed: int) -> dict:
     g_pred = out["g_probs"].argmax(1).numpy()
     g_m = binary_metrics(y, g_pred)
     recall_undamaged = float(np.mean(g_pred[y == 0] == 0)) if (y == 0).any() else 0.0
-    flip = float(np.mean(real_class_probs(out["d_logits_cf"]).argmax(1).numpy() == 1 - y))
+    flip = float(np.mean(out["d_logits_cf"].argmax(1).numpy() == 1 - y))  # argmax over all three: fake is not a flip
     row = {"val_f1_d": binary_metrics(y, d_pred)["f1"], "val_bacc_g": (g_m["recall"] + recall_undamaged) / 2,
            "val_flip": flip, "val_change": float(out["change"].mean()), "val_p_fake_real": float(out["d_probs"][:, 2].mean()),
+           "val_auc_fake": fake_score_auc(out["d_probs_cf"][:, 2].double().numpy(), out["d_probs"][:, 2].double().numpy()),
            "val_damaged_rate_d": float(d_pred.mean()), "val_damaged_rate_g": float(g_pred.mean())}
     row["val_score"] = (row["val_f1_d"] + row["val_bacc_g"] + row["val_flip"]) / 3
     return row
@@ -69,8 +82,10 @@ def collapse_signs(row: dict) -> list[str]:
         rate = row[f"val_damaged_rate_{who}"]
         if rate < ONE_CLASS or rate > 1 - ONE_CLASS:
             signs.append(f"{'G head' if who == 'g' else 'D'} predicts one class ({rate:.1%} of val crops damaged)")
-    if row["val_p_fake_real"] > REAL_CALLED_FAKE:
-        signs.append(f"D calls real images fake (mean p_fake {row['val_p_fake_real']:.2f} on real val crops)")
+    # Not "p_fake on real crops > 0.5": that is where the game starts (G the identity), not a failure.
+    if row["val_auc_fake"] < SEPARATION:
+        signs.append(f"D finds real crops more fake than its own counterfactuals (AUC of p_fake {row['val_auc_fake']:.2f}; "
+                     f"mean p_fake {row['val_p_fake_real']:.2f} on real val crops)")
     return signs
 
 
