@@ -142,3 +142,18 @@ def test_cuda_steps_get_the_determinism_settings(monkeypatch, restore_determinis
     monkeypatch.setenv("CFGAN_DETERMINISTIC", "0")
     resolve({"compute": {"device": "cuda"}})
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_training_split_moved_to_the_device_builds_batches_there_and_draws_on_the_cpu():
+    """Split.to: crops and masks go to the device once (a GPU loop then indexes them there); the
+    labels that batches are drawn from stay on the CPU. The meta device stands in for a GPU."""
+    import torch
+    from cfgan.data.datasets import Split
+    split = Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), torch.zeros(4, 8, 8, dtype=torch.bool),
+                  ["a", "b", "c", "d"])
+    moved = split.to("meta")
+    assert moved.images.device.type == "meta" and moved.masks.device.type == "meta"
+    assert moved.labels is split.labels and moved.labels.device.type == "cpu"
+    x, y = moved.batch(torch.tensor([1, 3]), "meta")
+    assert x.device.type == "meta" and x.dtype == torch.float32 and y.device.type == "meta"
+    assert split.to("cpu").images is split.images  # a no-op on the CPU

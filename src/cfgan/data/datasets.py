@@ -33,6 +33,14 @@ class Split:
         return Split(self.images[idx], self.labels[idx], None if self.masks is None else self.masks[idx],
                      [self.paths[i] for i in idx.tolist()], None if self.classes is None else self.classes[idx])
 
+    def to(self, device) -> "Split":
+        """The crops (uint8) and masks moved to `device` once, so that a training loop on a GPU
+        builds each batch there instead of gathering it on the host and copying it every step.
+        Labels and class ids stay on the CPU: batches are drawn from them there (a draw on the
+        device would wait for it). A no-op on the CPU."""
+        return Split(self.images.to(device), self.labels, None if self.masks is None else self.masks.to(device),
+                     self.paths, self.classes)
+
     def batch(self, idx, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[idx].to(device, non_blocking=True).float().div_(255)
         return x, self.labels[idx].to(device)

@@ -26,7 +26,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     name = f"baseline-{backbone}-s{seed}"
     cx = resolve(params)
     dev = cx.device
-    train, val = load_split(manifest, "train"), load_split(manifest, "val")
+    train, val = load_split(manifest, "train").to(dev), load_split(manifest, "val")
     classes = ["undamaged", *defect_names(read_manifest(manifest))] if train.classes is not train.labels else None
     n_out = len(classes) if classes else 2
     image_size = train.images.shape[-1]

@@ -217,7 +217,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     cx = resolve(params)
     dev = cx.device
     defect = run_defect(run)  # one-vs-rest: this defect class's crops against the undamaged ones
-    train, val = load_split(manifest, "train", defect=defect), load_split(manifest, "val", defect=defect)
+    train, val = load_split(manifest, "train", defect=defect).to(dev), load_split(manifest, "val", defect=defect)
     image_size = train.images.shape[-1]
     g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
     d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3))

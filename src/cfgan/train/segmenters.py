@@ -52,7 +52,7 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
     name = f"segmenter-{arch}-s{seed}"
     cx = resolve(params)
     dev = cx.device
-    train, val = load_split(manifest, "train"), load_split(manifest, "val")
+    train, val = load_split(manifest, "train").to(dev), load_split(manifest, "val")
     if train.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so a segmenter cannot be trained on this data set")
     image_size = train.images.shape[-1]
