@@ -17,7 +17,7 @@ from ..data.datasets import defect_names, load_split, read_manifest
 from ..inference import predict
 from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
-from .common import as_checkpoint, batch_indices, rebuilds, save_run, seed_everything
+from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:
@@ -59,7 +59,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
         log.append(row)
     summary = {"run": name, "backbone": backbone, "seed": seed, "balance": cfg.get("balance", False), "best_step": best["step"], "val_f1": best["f1"],
                "image_size": image_size, **({"classes": classes} if classes else {})}
-    log = [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in log]  # one read at the end
+    log = read_losses(log)
     save_run(out_dir, {"kind": "baseline", "model": best["state"], "params": params, "summary": summary}, log, cx)
     return summary
 

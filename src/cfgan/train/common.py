@@ -79,6 +79,13 @@ def plain(value):
     raise TypeError(f"checkpoint entry of type {type(value).__name__} is not a tensor or plain value")
 
 
+def read_losses(rows: list[dict]) -> list[dict]:
+    """Log rows with their loss tensors read as floats. The loops keep a step's losses on the device
+    and read them here, once per validation interval or run, instead of one `.item()` (a device
+    sync on a GPU) per term and step."""
+    return [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in rows]
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(plain({**payload, "format": CHECKPOINT_FORMAT}), tmp)

@@ -24,7 +24,7 @@ from ..inference import predict, real_class_probs
 from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
-from .common import as_checkpoint, batch_indices, load_checkpoint, rebuilds, save_checkpoint, save_run, seed_everything
+from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything
 from .losses import discriminator_loss, generator_losses
 
 # A run is reported as collapsed when, at its selected step on val, ...
@@ -246,8 +246,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
         pending.append(row)
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
-            for r in pending:
-                r.update({k: float(v) for k, v in r.items() if isinstance(v, torch.Tensor)})
+            pending = read_losses(pending)
+            row = pending[-1]  # this step's row, its losses now floats
             log, pending = log + pending, []
             row.update(validate(g, d, val, params["evaluate"]["batch_size"], cx, seed))
             # a step without signs of collapse beats any collapsed one; among equals, the higher score

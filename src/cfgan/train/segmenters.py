@@ -20,7 +20,7 @@ from ..data.datasets import load_split
 from ..errors import UserError
 from ..metrics import choose_threshold
 from ..models import build_segmenter
-from .common import as_checkpoint, batch_indices, rebuilds, save_run, seed_everything
+from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything
 
 
 @torch.no_grad()
@@ -90,7 +90,7 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
         log.append(row)
     summary = {"run": name, "arch": arch, "seed": seed, "best_step": best["step"], "val_iou": best["iou"],
                "image_size": image_size, "pos_weight": float(pos_weight)}
-    log = [{k: float(v) if isinstance(v, torch.Tensor) else v for k, v in r.items()} for r in log]  # one read at the end
+    log = read_losses(log)
     save_run(out_dir, {"kind": "segmenter", "model": best["state"], "params": params, "summary": summary}, log, cx)
     return summary
 
