@@ -1,6 +1,6 @@
 """Choose training settings on val, never on test: train one run under several variants of the
 params and print each variant's val figures (the checkpoint-selection metrics, the signs of
-collapse, and the counterfactual maps' val IoU under the evaluation's own threshold rule).
+collapse, and the counterfactual maps' val IoU under the evaluation's own threshold rule, per map form).
 
     python benchmarks/val_variants.py --params params.yaml workflow/profiles/tiny/params.yaml \
         --manifest data/processed/synthetic/manifest.csv --dataset synthetic --run cnn_unet-resnet3-c0-s0 \
@@ -13,6 +13,7 @@ they are. `--smooth 0 1 2` also scores the maps blurred at those widths (no retr
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from cfgan.train import gan
 def parse_variant(text: str) -> tuple[str, dict]:
     name, _, assignments = text.partition("=")
     override: dict = {}
-    for item in filter(None, assignments.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", assignments)):  # commas inside [...] belong to a list value
         key, _, value = item.partition("=")
         node = override
         *parents, leaf = key.split(".")
@@ -51,10 +52,13 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="results/val_variants")
     ap.add_argument("--smooth", type=float, nargs="+", default=[0.0],
                     help="Gaussian blur widths (px) of |x - G(x)| to score on val (evaluate.saliency.smooth_sigma)")
+    ap.add_argument("--forms", nargs="+", default=["abs", "dark-decast"], choices=saliency.COUNTERFACTUAL_FORMS,
+                    help="counterfactual map forms to score on val (evaluate.saliency.counterfactual_forms)")
     args = ap.parse_args(argv)
     base = load_params(args.params)
     val = load_split(args.manifest, "val")
     damaged = (val.labels == 1).numpy()
+    quantiles = base["evaluate"]["saliency"]["quantiles"]
     for run in args.run:
         for name, override in map(parse_variant, args.variant):
             params = validate(deep_merge(base, override), f"variant {name}")
@@ -70,10 +74,11 @@ def main(argv=None) -> None:
                 for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
                     with cx.autocast():  # at the variant's precision, as the saliency step would draw them
                         maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"],
-                                                            cx.device, sigma=sigma)
-                    _, iou = choose_threshold(maps[damaged], val.masks.numpy()[damaged],
-                                              params["evaluate"]["saliency"]["quantiles"])
-                    row["val_counterfactual_iou" + (f"_smooth{sigma:g}" if sigma else "")] = round(iou, 3)
+                                                            cx.device, sigma=sigma, forms=args.forms)
+                    suffix = f"_smooth{sigma:g}" if sigma else ""
+                    scores = {form: choose_threshold(m[damaged], val.masks.numpy()[damaged], quantiles)[1] for form, m in maps.items()}
+                    for form, iou in scores.items():
+                        row[f"val_iou_{form}{suffix}"] = round(iou, 3)
             print(json.dumps(row), flush=True)
 
 

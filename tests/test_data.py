@@ -66,6 +66,43 @@ def test_crop_labels_tiles_from_masks_and_keeps_splits(tmp_path):
     assert read_rgb(tmp_path / "out" / manifest["path"][0]).shape == (16, 16, 3)
 
 
+def _thin_line_index(tmp_path, side=256, width=3):
+    rows = []
+    for i, split in enumerate(["train", "train", "val", "val", "test", "test"]):
+        mask = np.zeros((side, side), bool)
+        if i % 2:
+            mask[100:100 + width, 20:220] = True  # a scratch 200 px long, `width` px wide
+        rows.append({"path": str(save_image(tmp_path / f"img{i}.png", (side, side), seed=i)), "label": int(i % 2),
+                     "mask_path": str(save_mask(tmp_path / f"m{i}.png", mask)), "mask_min_value": 128,
+                     "source_id": f"s{i}", "split": split})
+    return pd.DataFrame(rows)
+
+
+def test_crop_says_before_training_when_a_resize_leaves_defects_too_thin_and_which_tiling_keeps_them(tmp_path, capsys):
+    index = _thin_line_index(tmp_path)
+    crop_split(index, tmp_path / "out", {"mode": "resize", "image_size": 32}, seed=0)
+    said = capsys.readouterr().out
+    # 256 -> 32 px shrinks the 3 px scratch to 0.4 px: all three damaged crops are affected
+    assert "WARNING crop: 3 of 3 damaged crops (100%)" in said and "too small to learn" in said
+    assert "A tiling keeps them: crop: {mode: tile, crop_size: 88, stride: 44, image_size: 32}" in said
+    # the tiling it names does keep them: no warning there
+    crop_split(index, tmp_path / "tiled", {"mode": "tile", "crop_size": 88, "stride": 44, "image_size": 32,
+                                           "damaged_min_fraction": 0.01}, seed=0)
+    assert "WARNING" not in capsys.readouterr().out
+    # defects well above the limits: silent
+    crop_split(_thin_line_index(tmp_path, width=40), tmp_path / "wide", {"mode": "resize", "image_size": 32}, seed=0)
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_defect_size_reads_a_line_s_width_and_area():
+    from cfgan.data.crop import defect_size
+    mask = np.zeros((64, 64), bool)
+    mask[10:14, 5:55] = True
+    area, width = defect_size(mask)
+    assert area == 200 and width == pytest.approx(4, rel=0.1)
+    assert defect_size(np.zeros((8, 8), bool)) == (0, 0.0)
+
+
 def test_crop_rejects_a_mask_of_the_wrong_size(tmp_path):
     row = {"path": str(save_image(tmp_path / "a.png", (64, 64))), "label": 1,
            "mask_path": str(save_mask(tmp_path / "a_mask.png", np.ones((32, 32), bool))), "mask_min_value": 1,

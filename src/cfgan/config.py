@@ -94,7 +94,9 @@ def load_params(paths: Iterable[str | Path]) -> dict[str, Any]:
     merged: dict = {}
     for path in paths:
         merged = deep_merge(merged, read_yaml(path))
-    return validate(merged, source=" + ".join(str(p) for p in paths))
+    source = " + ".join(str(p) for p in paths)
+    from .methods import expand  # `method:` -> its options, where no file sets them
+    return validate(expand(validate(merged, source), source), source)
 
 
 def run_name(generator: str, discriminator: str, cycles: int, seed: int | None = None, defect: str | None = None) -> str:

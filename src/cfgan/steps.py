@@ -15,7 +15,7 @@ STEP_KEYS: dict[str, list[str]] = {
     "ingest": ["datasets.{dataset}.source"],
     "split": ["seed", "split"],
     "crop": ["seed", "datasets.{dataset}.crop", "datasets.{dataset}.source.layout.mask_classes?"],
-    "train": ["seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size", "compute?"],
+    "train": ["method?", "seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size", "compute?"],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size", "compute?"],
     "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles", "compute?"],
     "fid-real": ["evaluate.fid", "evaluate.batch_size", "compute?"],
@@ -25,11 +25,13 @@ STEP_KEYS: dict[str, list[str]] = {
     "robustness": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size", "evaluate.robustness_crops?", "compute?"],
     "multiclass": ["seed", "evaluate.pgd", "evaluate.noise", "evaluate.batch_size", "compute?"],
     "uncertainty": ["seed", "evaluate.batch_size", "compute?"],
-    "saliency": ["seed", "evaluate.saliency", "evaluate.batch_size", "compute?"],
+    "saliency": ["method?", "seed", "evaluate.saliency", "evaluate.batch_size", "compute?"],
     "saliency-references": ["seed", "evaluate.saliency"],
     "report": ["grid", "segmenter.architectures", "report"],
 }
 # A key ending in "?" is optional: read when the params hold it, skipped when they do not.
+# `method` (src/cfgan/methods.py) is read by the steps its options reach, so that changing it
+# reruns them (its options are filled into their blocks when the params are loaded).
 # `compute` (device, precision) is read by every step that runs a model: results differ in the
 # last bits between precisions, so a change of precision reruns them.
 

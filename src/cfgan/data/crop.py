@@ -31,6 +31,45 @@ from .mosaic import cut
 
 MANIFEST_COLUMNS = ["path", "label", "mask_path", "source_id", "split"]
 
+# A damaged crop's defect is too small to learn when, at the training resolution, it keeps fewer
+# than this many pixels or is thinner than one pixel (a bilinear resize then averages it away
+# from the image, whatever the nearest-neighbour mask keeps).
+MIN_DEFECT_PX = 16
+MIN_DEFECT_WIDTH_PX = 1.0
+
+
+def defect_size(mask: np.ndarray) -> tuple[int, float]:
+    """(pixels, width in px) of a binary mask's defect; width ~ 2 x area / perimeter, which is a
+    line's thickness and about half a blob's diameter."""
+    m = np.asarray(mask, bool)
+    area = int(m.sum())
+    if area == 0:
+        return 0, 0.0
+    padded = np.pad(m, 1)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    perimeter = max(int((m & ~inner).sum()), 1)  # boundary pixels
+    return area, min(2 * area / perimeter, float(min(m.shape)))
+
+
+def too_small_warning(sizes: list[tuple[int, float, float]], n_damaged: int, cfg: dict) -> str | None:
+    """The crop step's warning when damaged crops' defects are too small to learn, and the tiling
+    that would keep them. `sizes`: (source pixels, source width, scale to image_size) per damaged crop."""
+    size = cfg["image_size"]
+    small = [(a, w, f) for a, w, f in sizes if a * f * f < MIN_DEFECT_PX or w * f < MIN_DEFECT_WIDTH_PX]
+    if not small:
+        return None
+    area = float(np.median([a for a, _, _ in small]))
+    width = float(np.median([w for _, w, _ in small]))
+    crop = int(size * min(width / MIN_DEFECT_WIDTH_PX, np.sqrt(area / MIN_DEFECT_PX)) // 8 * 8)
+    head = (f"WARNING crop: {len(small)} of {n_damaged} damaged crops ({len(small) / max(n_damaged, 1):.0%}) keep a defect "
+            f"of fewer than {MIN_DEFECT_PX} px or thinner than {MIN_DEFECT_WIDTH_PX:g} px at image_size {size} "
+            f"(their defects: median {area:.0f} px, {width:.1f} px wide in the source image): too small to learn")
+    if crop >= size:
+        return head + (f". A tiling keeps them: crop: {{mode: tile, crop_size: {crop}, stride: {max(crop // 2, 1)}, "
+                       f"image_size: {size}}}")
+    return head + (f", even tiled at native resolution (crop_size = image_size = {size}); a larger image_size, "
+                   "or images of a higher resolution, would be needed")
+
 
 def _resize(array: np.ndarray, size: int, is_mask: bool, fit: str = "squash") -> np.ndarray:
     h, w = array.shape[:2]
@@ -89,7 +128,7 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
     names = _declared(split_index, mask_classes) if multiclass else {1: "damaged"}
     classes = list(names)
     read = _Reader()
-    rows, mixed = [], 0
+    rows, mixed, sizes = [], 0, []
     for split in ("train", "val", "test"):
         (out_dir / "crops" / split).mkdir(parents=True, exist_ok=True)
     for rec in tqdm(split_index.itertuples(index=False), total=len(split_index), desc="crop", unit="img"):
@@ -142,6 +181,8 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
             keep = sorted(rng.choice(len(pieces), limit, replace=False))
             pieces = [pieces[i] for i in keep]
         for k, (img, m, label, defect) in enumerate(pieces):
+            if m is not None and label:
+                sizes.append((*defect_size(m), size / max(m.shape)))
             rel = Path("crops") / rec.split / f"{stem}_{k:03d}.png"
             save_png(out_dir / rel, _resize(img, size, False, fit))
             mask_rel = ""
@@ -153,6 +194,9 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
                          "defect_name": names.get(defect, "undamaged")})
     extra = ["defect_class", "defect_name"]
     manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS + extra)[MANIFEST_COLUMNS + (extra if multiclass else [])]
+    warning = too_small_warning(sizes, len(sizes), cfg)
+    if warning:
+        print(warning)  # before any training: the step's log, and the terminal under Snakemake
     if mixed:
         print(f"crop: dropped {mixed} tiles holding two or more defect classes (each over damaged_min_fraction)")
     for split in ("train", "val", "test"):

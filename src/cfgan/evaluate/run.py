@@ -14,6 +14,7 @@ import torch
 
 from ..compute import Compute, resolve
 from ..config import run_defect
+from ..methods import method_of
 from ..data.datasets import load_split, split_labels, tasks
 from ..errors import UserError
 from ..train.baselines import load_baseline
@@ -23,15 +24,17 @@ from ..train.segmenters import load_segmenter, predict_masks
 from . import robustness, saliency, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
 from ..inference import predict, real_class_probs
 from ..metrics import binarize, binary_metrics
-from .references import N_EXAMPLES, masked_splits, saliency_rows, save_saliency_examples
+from .references import N_EXAMPLES, choose_form, masked_splits, saliency_rows, save_saliency_examples
 from .tidy import tidy_frame
 
 
 def _run_note(ckpt: dict, cx: Compute) -> str:
-    """What every table row of a run carries: the precision it was trained and evaluated at, and a
-    warning when training collapsed (see train/gan.py)."""
+    """What every table row of a run carries: the method beyond the paper that trained it (none
+    under `method: paper`), the precision it was trained and evaluated at, and a warning when
+    training collapsed (see train/gan.py)."""
     trained = ckpt.get("compute", {})
-    note = f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
+    method = method_of(ckpt.get("params", {}))
+    note = (f"; method {method}" if method != "paper" else "") + f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
     signs = ckpt.get("summary", {}).get("collapse") or []
     return note + (f"; COLLAPSED run {ckpt['summary']['run']}: " + "; ".join(signs) if signs else "")
 
@@ -158,6 +161,9 @@ def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> p
     return _per_task(manifest, ckpt["summary"]["run"], evaluate, cx)
 
 
+FORM_WORDS = {"counterfactual": "map form", "gradcam": "scaling"}
+
+
 def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     """IoU and f1_tol2 per damaged test crop for a GAN run (counterfactual maps and Grad-CAM on
     its D) or a supervised segmenter; thresholds chosen on val; per task on multi-class data."""
@@ -168,20 +174,27 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
     run_note = _run_note(ckpt, cx)
     if ckpt["kind"] == "segmenter":
         model, ckpt = load_segmenter(ckpt, cx)
-        methods = [("segmenter", lambda s: predict_masks(model, s, bs, dev).numpy())]
+        methods = [("segmenter", lambda s, forms: {"probability": predict_masks(model, s, bs, dev).numpy()}, ["probability"])]
     else:
         g, d, ckpt = load_gan(ckpt, cx)
-        methods = [("counterfactual", lambda s: saliency.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"])),
-                   ("gradcam", lambda s: saliency.gradcam_maps(d, s, bs, dev))]
+        # each method's candidate forms are scored on val and the best is applied to test, as the threshold is
+        methods = [("counterfactual", lambda s, forms: saliency.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"], forms),
+                    cfg.get("counterfactual_forms", ["abs"])),
+                   ("gradcam", lambda s, forms: {f: saliency.gradcam_maps(d, s, bs, dev, f) for f in forms}, cfg["gradcam_scalings"])]
     frames, examples = [], {}
     for defect, run in tasks(manifest, ckpt["summary"]["run"]):
         val, test, vmask, tmask = masked_splits(manifest, defect)
+        val_masks = val.masks.numpy()[vmask]
         rows, example_maps = [], {}
-        for method, make in methods:
+        for method, make, forms in methods:
             extra = f"; maps blurred with a {cfg['smooth_sigma']} px Gaussian" if method == "counterfactual" and cfg["smooth_sigma"] > 0 else ""
             with cx.autocast():  # the maps themselves are computed in fp32 from the models' outputs
-                test_maps, val_maps = make(test), make(val)
-            new, t = saliency_rows(method, val_maps[vmask], val.masks.numpy()[vmask], test_maps, test, tmask,
+                candidates = make(val, forms)
+                form = choose_form({f: m[vmask] for f, m in candidates.items()}, val_masks, cfg["quantiles"])
+                val_maps, test_maps = candidates[form], make(test, [form])[form]
+            if len(forms) > 1:
+                extra += f"; {FORM_WORDS[method]} '{form}' chosen on val from {list(forms)}"
+            new, t = saliency_rows(method, val_maps[vmask], val_masks, test_maps, test, tmask,
                                     cfg["quantiles"], extra + run_note)
             rows += new
             example_maps[method] = test_maps

@@ -34,36 +34,96 @@ def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(maps.unsqueeze(1), [k, k], [sigma, sigma]).squeeze(1)
 
 
-def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu", sigma: float = 0.0) -> np.ndarray:
+# How the pair (x, x') becomes one map per crop. `abs` is the paper's |x - x'| averaged over the
+# colour channels; the others read the grey-level difference with a sign, as `local_contrast`
+# does: `dark` where x is darker than its counterfactual (G brightened a dark defect away),
+# `bright` the reverse, `both` either. A `-decast` suffix first takes out each crop's mean
+# difference per channel: the uniform colour cast G adds costs L1 like a defect removed, and on
+# CrackForest val it was more than half of |x - x'| (benchmarks/diagnose_maps.py).
+COUNTERFACTUAL_FORMS = tuple(f"{p}{c}" for c in ("", "-decast") for p in ("abs", "dark", "bright", "both"))
+
+
+def counterfactual_form(x: torch.Tensor, x_cf: torch.Tensor, form: str) -> torch.Tensor:
+    """N x H x W fp32 maps of N x 3 x H x W crops and their counterfactuals, in one of COUNTERFACTUAL_FORMS."""
+    if form not in COUNTERFACTUAL_FORMS:
+        raise ValueError(f"evaluate.saliency.counterfactual_forms: {form!r} is not one of {COUNTERFACTUAL_FORMS}")
+    diff = x.float() - x_cf.float()
+    if form.endswith("-decast"):
+        diff = diff - diff.mean((2, 3), keepdim=True)
+    polarity = form.removesuffix("-decast")
+    if polarity == "abs":
+        return diff.abs().mean(1)
+    grey = diff.mean(1)
+    return {"dark": -grey, "bright": grey, "both": grey.abs()}[polarity]
+
+
+def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu", sigma: float = 0.0,
+                        forms=("abs",)) -> dict[str, np.ndarray]:
+    """{form: N x H x W maps} of G's counterfactuals (one noise draw per crop, seeded), blurred at `sigma`."""
     gen = torch.Generator().manual_seed(seed)
-    maps = []
+    maps = {form: [] for form in forms}
     with torch.no_grad():
         for start in range(0, len(split), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(split)))
             x, _ = split.batch(idx, device)
             z = torch.randn(len(idx), g.noise_dim, generator=gen).to(device)
             x_cf, _ = g(x, z)
-            maps.append(smooth((x - x_cf.float()).abs().mean(1), sigma).cpu().numpy())  # maps in fp32
-    return np.concatenate(maps)
+            for form in forms:
+                maps[form].append(smooth(counterfactual_form(x, x_cf, form), sigma).cpu().numpy())  # maps in fp32
+    return {form: np.concatenate(parts) for form, parts in maps.items()}
 
 
-def gradcam_maps(d, split, batch_size: int, device="cpu") -> np.ndarray:
-    """Grad-CAM of D's 'damaged' logit at its last convolutional stage (pytorch-grad-cam)."""
+GRADCAM_SCALINGS = ("absolute", "per_crop")
+
+
+def gradcam_maps(d, split, batch_size: int, device="cpu", scaling: str = "absolute") -> np.ndarray:
+    """Grad-CAM of D's 'damaged' logit at its last convolutional stage (pytorch-grad-cam).
+
+    `scaling`: `absolute` (default) keeps the CAM's own values (ReLU'd, resized to the crop), so
+    that the one-threshold rule compares crops on one scale, as it does every other map;
+    `per_crop` is pytorch-grad-cam's own output, min-max scaled per crop, which puts a maximum of 1
+    in every crop, the faint ones included (the relative threshold the rule exists to avoid)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from ..models import cam_target_layer
+    if scaling not in GRADCAM_SCALINGS:
+        raise ValueError(f"evaluate.saliency.gradcam_scaling must be one of {GRADCAM_SCALINGS}, not {scaling!r}")
     maps = []
     layer, reshape = cam_target_layer(d)
 
     def to_fp32(t):  # under bf16 autocast the hooked activations and gradients are bf16, which numpy lacks
         return (reshape(t) if reshape else t).float()
-    with GradCAM(model=d, target_layers=[layer], reshape_transform=to_fp32) as cam:
+    with (GradCAM if scaling == "per_crop" else _absolute_gradcam())(model=d, target_layers=[layer], reshape_transform=to_fp32) as cam:
         for start in range(0, len(split), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(split)))
             x, _ = split.batch(idx, device)
             maps.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(1)] * len(idx)))
-    return np.concatenate(maps)
+    return np.concatenate(maps).astype(np.float32)
+
+
+def _absolute_gradcam():
+    """Built on first use, so pytorch-grad-cam (and cv2) load only where Grad-CAM is drawn."""
+    from pytorch_grad_cam import GradCAM
+
+    class AbsoluteGradCAM(GradCAM):
+        """pytorch-grad-cam's Grad-CAM (its hooks, weights and weighted sum) without the per-crop
+        min-max scaling: ReLU, then a bilinear resize to the crop, as the library does."""
+
+        def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+            import cv2
+            width, height = self.get_target_width_height(input_tensor)
+            out = []
+            for layer, acts, grads in zip(self.target_layers, self.activations_and_grads.activations,
+                                          self.activations_and_grads.gradients):
+                cam = np.maximum(self.get_cam_image(input_tensor, layer, targets, acts.cpu().numpy(), grads.cpu().numpy(),
+                                                    eigen_smooth), 0)
+                out.append(np.stack([cv2.resize(np.float32(c), (width, height)) for c in cam])[:, None])
+            return out
+
+        def aggregate_multi_layers(self, cam_per_target_layer):
+            return np.mean(np.concatenate(cam_per_target_layer, axis=1), axis=1)
+    return AbsoluteGradCAM
 
 
 # --- training-free references ------------------------------------------------------------------

@@ -46,10 +46,11 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
         written.append(tdir / name)
 
     table(tables.table1_fid(fid), "table1_fid.csv", "Table 1: FID of counterfactuals, full test set", tables._notes(fid))
-    table(tables.table2_classification(cls, mc), "table2_classification.csv",
+    t2 = tables.table2_classification(cls, mc)
+    table(t2, "table2_classification.csv",
           "Table 2: classification on the test split (mean over seeds, sd, n_seeds)" +
           ("; per defect class, and the multi-class decisions' macro F1 (defect `all`)" if not mc.empty else ""),
-          tables._notes(pd.concat([cls, mc], ignore_index=True)))
+          "\n".join(filter(None, [tables.trivial_level_note(t2), tables._notes(pd.concat([cls, mc], ignore_index=True))])))
     table(tables.table3_fid_subsets(fid), "table3_fid_subsets.csv", "Table 3: FID on full / undamaged / damaged subsets (A.2)", tables._notes(fid))
     table(tables.table4_fakeness(unc), "table4_fakeness_correlation.csv",
           "Table 4: Pearson r between D's fake probability and the per-sample NLL (A.3)", tables._notes(unc))

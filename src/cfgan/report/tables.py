@@ -91,6 +91,28 @@ def table2_classification(cls: pd.DataFrame, mc: pd.DataFrame | None = None) -> 
     return over_seeds(c, _by_defect(c, ["config", "model"]), metrics)
 
 
+TRIVIAL_MARGIN = 0.05  # an F1 within this of the best trivial classifier's is "at the trivial level"
+
+
+def trivial_level_note(table2: pd.DataFrame) -> str:
+    """One line (per defect class) when every learned classifier of the table scores an F1 at the
+    trivial classifiers' level: then nothing was learned, whatever the other tables say."""
+    lines = []
+    groups = table2.groupby("defect", dropna=False) if "defect" in table2 else [(None, table2)]
+    for defect, rows in groups:
+        trivial = rows[rows["config"].str.startswith("references")]
+        learned = rows[~rows["config"].str.startswith("references")].dropna(subset=["f1"])
+        if trivial.empty or learned.empty:
+            continue
+        best_trivial, best = trivial["f1"].max(), learned["f1"].max()
+        if best <= best_trivial + TRIVIAL_MARGIN:
+            which = trivial.loc[trivial["f1"].idxmax(), "model"]
+            lines.append(f"- FLAG{f' ({defect})' if defect is not None and defect == defect else ''}: every learned "
+                         f"classifier scores at the trivial classifiers' level (best F1 {best:.3f}, {which} {best_trivial:.3f}): "
+                         "nothing was learned (see the crop step's warnings and the runs' collapse flags)")
+    return "\n".join(lines)
+
+
 def table4_fakeness(unc: pd.DataFrame) -> pd.DataFrame:
     u = _gan_parts(unc).rename(columns={"model": "prediction_of"})
     return over_seeds(u, _by_defect(u, ["generator", "discriminator", "cycles", "prediction_of"]), ["pearson_r"])

@@ -154,6 +154,16 @@ def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int, compute: Compute, 
     return {f"loss_g_{k}": v.detach() for k, v in terms.items()}
 
 
+def update_ema(ema, g, decay: float) -> None:
+    """`train.ema_g`: ema <- decay * ema + (1 - decay) * g, parameters and batch-norm statistics alike
+    (a G averaged over its last ~1 / (1 - decay) updates; Karras et al., Yaz et al. 2019)."""
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), g.parameters()):
+            e.lerp_(p, 1 - decay)
+        for e, b in zip(ema.buffers(), g.buffers()):
+            e.lerp_(b, 1 - decay) if e.is_floating_point() else e.copy_(b)
+
+
 def schedule_lr(opt_g, opt_d, cfg: dict, step: int) -> None:
     """`train.lr_schedule`: `constant` (the paper's; nothing changes) or `cosine` (both learning rates
     follow half a cosine from their value at step 0 to 0 at the last step; a function of the step
@@ -237,29 +247,38 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     g.train(); d.train()
     if start == 0:
         warm_up(g, d, opt_g, opt_d, train, cfg, rng, cx, run)
+    decay = cfg.get("ema_g", 0)
+    ema = copy.deepcopy(g).eval().requires_grad_(False) if decay > 0 else None  # what validation and the checkpoint see
+    if ema is not None and resume_path.exists() and start > 0:
+        ema.load_state_dict(state["g_ema"])
     balance = cfg.get("balance", False)
     pending = []  # this interval's per-step losses, still tensors: read once, at the next validation
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
         x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
         schedule_lr(opt_g, opt_d, cfg, step)
-        row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, (step + 1) % cfg["g_every"] == 0, cx)}
+        update_g = (step + 1) % cfg["g_every"] == 0
+        row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g, cx)}
+        if ema is not None and update_g:
+            update_ema(ema, g, decay)
         pending.append(row)
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
             pending = read_losses(pending)
             row = pending[-1]  # this step's row, its losses now floats
             log, pending = log + pending, []
-            row.update(validate(g, d, val, params["evaluate"]["batch_size"], cx, seed))
+            shown = g if ema is None else ema
+            row.update(validate(shown, d, val, params["evaluate"]["batch_size"], cx, seed))
             # a step without signs of collapse beats any collapsed one; among equals, the higher score
             key = (not collapse_signs(row), row["val_score"])
             if key > best["key"]:
                 best = {"key": key, "score": row["val_score"], "step": step + 1, "row": dict(row),
-                        "g": copy.deepcopy(g.state_dict()), "d": copy.deepcopy(d.state_dict())}
+                        "g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(d.state_dict())}
             if not last:
                 save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),
                                               "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                               "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
                                               **({"cuda_rng": torch.cuda.get_rng_state_all()} if dev.type == "cuda" else {}),
+                                              **({"g_ema": ema.state_dict()} if ema is not None else {}),
                                               "log": log, "best": best})
     collapse = collapse_signs(best["row"])
     for sign in collapse:
@@ -268,7 +287,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                "best_step": best["step"], "val_score": best["score"], "val_f1_d": best["row"]["val_f1_d"],
                "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
                "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}),
-               "lr_schedule": cfg.get("lr_schedule", "constant"), "image_size": image_size}
+               "lr_schedule": cfg.get("lr_schedule", "constant"), "image_size": image_size,
+               **({"ema_g": decay} if decay > 0 else {})}
     with cx.autocast():
         summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log, cx)

@@ -27,6 +27,11 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
     cycle (eq. 6): nested counterfactuals G^k(x), k = 2 .. 2n, each scored by D against the class
     it should show (y for even k, 1 - y for odd k), half-cycle k weighted by cycle_weights[k-2]
     (the last weight repeats).
+    Beyond the paper, each only where its weight is set and > 0 (so the paper's runs log no extra column):
+    pixel_cycle: mean |G(G(x)) - x| (Charachon et al., the paper's reference [8]): an artefact G adds
+    to every image, whatever its class, survives the round trip and is paid for;
+    cast: mean over crops and channels of |mean over pixels of G(x) - x|: a uniform colour shift,
+    which the L1 term prices like the defect itself, is paid for a second time.
     """
     terms = {
         "adversarial": F.cross_entropy(d(x_cf), 1 - y),
@@ -35,13 +40,19 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
         "vq": getattr(g, "aux_loss", x_cf.new_zeros(())),
     }
     cycle = x_cf.new_zeros(())
-    current = x_cf
+    current, round_trip = x_cf, None
     for k in range(2, 2 * cycles + 1):
         current, _ = g(current)
+        round_trip = current if k == 2 else round_trip
         target = y if k % 2 == 0 else 1 - y
         w = cycle_weights[min(k - 2, len(cycle_weights) - 1)] if cycle_weights else 1.0
         cycle = cycle + w * F.cross_entropy(d(current), target)
     terms["cycle"] = cycle
+    if weights.get("pixel_cycle", 0) > 0:
+        round_trip = g(x_cf)[0] if round_trip is None else round_trip
+        terms["pixel_cycle"] = (round_trip - x).abs().mean()
+    if weights.get("cast", 0) > 0:
+        terms["cast"] = (x_cf - x).mean((2, 3)).abs().mean()
     out = {name: weights[name] * value for name, value in terms.items()}
     out["total"] = sum(out.values())
     return out

@@ -1,0 +1,143 @@
+"""What a trained GAN's maps and D have learned, on val only (no retraining): the review items of
+issue 23 that a checkpoint can answer.
+
+    python benchmarks/diagnose_maps.py --params params.yaml workflow/profiles/crackforest/params.yaml \
+        --manifest data/processed/crackforest/manifest.csv results/val_precision/auto/*/checkpoint.pt
+
+Per checkpoint, one JSON line each:
+- `shortcut`: D's mean p_fake (and F1) on the val reals as they are, under lossless augmentation
+  (flips, 90-degree turns), under the resampling ones (random crop + resize, small rotations),
+  blurred, and under the whole training augmentation; and on G's counterfactuals. A D that learned
+  "sharp means fake" calls raw val reals more fake than resampled ones.
+- `dropout`: G's maps drawn in eval mode (as evaluated) and with its dropout active (as trained):
+  mean change and val IoU. A gap means the G that draws the maps is not the G that was trained.
+- `global_shift`: the share of |x - G(x)| that a uniform colour cast per crop explains
+  (|per-channel mean of x' - x| / mean |x' - x|), on damaged and undamaged val crops.
+- `maps`: val IoU under the evaluation's threshold rule of |x - G(x)| averaged over channels (the
+  paper's), its grey-level (luminance) versions: absolute, darker-where-G-brightened and the reverse
+  and of Grad-CAM scaled per crop (pytorch-grad-cam) and absolute; beside `local_contrast` with its
+  polarity chosen on val.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cfgan.compute import resolve
+from cfgan.config import load_params
+from cfgan.data.augment import augment
+from cfgan.data.datasets import load_split
+from cfgan.evaluate import saliency
+from cfgan.inference import real_class_probs
+from cfgan.metrics import binary_metrics, choose_threshold
+from cfgan.train.gan import load_gan
+
+AUGMENTS = {  # over the training augmentation's own config: only what each name says is kept on
+    "lossless": {"scale": [1.0, 1.0], "rotation": 0, "brightness": 0.0, "hue": 0.0, "blur_p": 0.0},
+    "resample": {"rot90": False, "hflip": False, "vflip": False, "brightness": 0.0, "hue": 0.0, "blur_p": 0.0},
+    "blur": {"scale": [1.0, 1.0], "rotation": 0, "rot90": False, "hflip": False, "vflip": False,
+             "brightness": 0.0, "hue": 0.0, "blur_p": 1.0},
+    "train": {},
+}
+
+
+def d_probs(d, x, compute, batch: int) -> torch.Tensor:
+    with torch.no_grad(), compute.autocast():
+        return torch.cat([torch.softmax(d(x[i:i + batch]).float(), 1) for i in range(0, len(x), batch)])
+
+
+def g_outputs(g, x, compute, batch: int, seed: int, dropout_active: bool = False) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    g.eval()
+    if dropout_active:  # dropout as in training, batch norm still on its running statistics
+        for m in g.modules():
+            if isinstance(m, torch.nn.Dropout2d):
+                m.train()
+    out = []
+    with torch.no_grad(), compute.autocast():
+        for i in range(0, len(x), batch):
+            z = torch.randn(len(x[i:i + batch]), g.noise_dim, generator=gen).to(x.device)
+            out.append(g(x[i:i + batch], z)[0].float())
+    g.eval()
+    return torch.cat(out)
+
+
+def val_iou(maps: np.ndarray, masks: np.ndarray, quantiles) -> float:
+    return round(choose_threshold(maps, masks, quantiles)[1], 3)
+
+
+def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
+    g, d, ckpt = load_gan(ckpt_path, compute)
+    run, bs, seed = ckpt["summary"]["run"], params["evaluate"]["batch_size"], params["seed"]
+    aug_cfg = {**ckpt["params"]["train"]["augment"]}
+    x, y = val.batch(torch.arange(len(val)), compute.device)
+    damaged = (y == 1).numpy()
+    quantiles = params["evaluate"]["saliency"]["quantiles"]
+    masks = val.masks.numpy()[damaged]
+
+    row = {"check": "shortcut", "run": run}
+    for name, change in {"raw": None, **AUGMENTS}.items():
+        xa = x if change is None else augment(x, {**aug_cfg, **change}, torch.Generator().manual_seed(seed))
+        p = d_probs(d, xa, compute, bs)
+        row[f"p_fake_{name}"] = round(float(p[:, 2].mean()), 3)
+        row[f"f1_{name}"] = round(binary_metrics(y.numpy(), real_class_probs(p).argmax(1).numpy())["f1"], 3)
+    x_cf = g_outputs(g, x, compute, bs, seed)
+    row["p_fake_counterfactual"] = round(float(d_probs(d, x_cf, compute, bs)[:, 2].mean()), 3)
+    print(json.dumps(row), flush=True)
+
+    x_cf_drop = g_outputs(g, x, compute, bs, seed, dropout_active=True)
+    row = {"check": "dropout", "run": run}
+    for name, xc in (("eval", x_cf), ("dropout_active", x_cf_drop)):
+        diff = (x - xc).abs().mean(1).numpy()
+        row[f"change_{name}"] = round(float(diff.mean()), 4)
+        row[f"iou_{name}"] = val_iou(diff[damaged], masks, quantiles)
+    print(json.dumps(row), flush=True)
+
+    signed = x_cf - x
+    cast = signed.mean((2, 3)).abs().mean(1) / signed.abs().mean((1, 2, 3)).clamp_min(1e-8)
+    print(json.dumps({"check": "global_shift", "run": run,
+                      "cast_share_damaged": round(float(cast[y == 1].mean()), 3),
+                      "cast_share_undamaged": round(float(cast[y == 0].mean()), 3)}), flush=True)
+
+    grey = (x - x_cf).mean(1).numpy()  # > 0 where G made the crop darker... i.e. x brighter than x'
+    row = {"check": "maps", "run": run,
+           "counterfactual_abs_mean": val_iou((x - x_cf).abs().mean(1).numpy()[damaged], masks, quantiles),
+           "counterfactual_grey_abs": val_iou(np.abs(grey)[damaged], masks, quantiles),
+           "counterfactual_grey_x_darker": val_iou(-grey[damaged], masks, quantiles),
+           "counterfactual_grey_x_brighter": val_iou(grey[damaged], masks, quantiles)}
+    decast = (x - x_cf) - (x - x_cf).mean((2, 3), keepdim=True)  # the per-crop colour cast taken out
+    row["counterfactual_decast_abs_mean"] = val_iou(decast.abs().mean(1).numpy()[damaged], masks, quantiles)
+    row["counterfactual_decast_grey_x_darker"] = val_iou(-decast.mean(1).numpy()[damaged], masks, quantiles)
+    sub = val.subset(torch.nonzero(torch.from_numpy(damaged)).flatten())
+    with compute.autocast():
+        for scaling in saliency.GRADCAM_SCALINGS:
+            row[f"gradcam_{scaling}"] = val_iou(saliency.gradcam_maps(d, sub, bs, compute.device, scaling), masks, quantiles)
+    lc = params["evaluate"]["saliency"]["local_contrast"]
+    for polarity in saliency.POLARITIES:
+        row[f"local_contrast_{polarity}"] = val_iou(
+            saliency.local_contrast_maps(sub.images, lc["sigma_narrow"], lc["sigma_wide"], polarity), masks, quantiles)
+    print(json.dumps(row), flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", nargs="+", required=True)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("checkpoints", nargs="+", type=Path)
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    compute = resolve(params)
+    val = load_split(args.manifest, "val")
+    if val.masks is None:
+        raise SystemExit(f"{args.manifest}: the val split has no masks; the map checks need them")
+    for path in args.checkpoints:
+        diagnose(path, params, val, compute)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The map forms and training levers of issue 23 (all off in the paper's configuration)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from cfgan.data.datasets import Split
+from cfgan.evaluate import saliency
+from cfgan.evaluate.references import choose_form
+from cfgan.models.discriminators import ResNet3
+from cfgan.models.unet import CNNUNet
+from cfgan.train.gan import update_ema
+from cfgan.train.losses import generator_losses
+
+
+def test_decast_forms_ignore_a_uniform_colour_cast_and_keep_a_removed_crack():
+    x = torch.full((1, 3, 8, 8), 0.5)
+    x[0, :, 4, :] = 0.1                       # a dark crack along row 4
+    x_cf = x.clone()
+    x_cf[0, :, 4, :] = 0.5                    # G brightened it away ...
+    x_cf = x_cf + torch.tensor([0.05, -0.02, 0.03]).view(1, 3, 1, 1)  # ... and cast the whole crop
+    abs_map = saliency.counterfactual_form(x, x_cf, "abs")[0]
+    assert abs_map[0, 0] > 0.02               # the paper's map: the cast shows everywhere
+    for form in ("abs-decast", "dark-decast"):
+        m = saliency.counterfactual_form(x, x_cf, form)[0]
+        assert m[4].min() > 5 * m[0].abs().max()   # the crack stands out, the cast is (nearly) gone
+    dark, bright = (saliency.counterfactual_form(x, x_cf, f)[0] for f in ("dark", "bright"))
+    assert dark[4].mean() > 0 > bright[4].mean()  # dark: x darker than its counterfactual
+    with pytest.raises(ValueError, match="counterfactual_forms"):
+        saliency.counterfactual_form(x, x_cf, "luma")
+
+
+def test_choose_form_picks_the_candidate_with_the_best_val_iou_and_the_first_on_a_tie():
+    masks = np.zeros((4, 8, 8), bool)
+    masks[:, 2:4, :] = True
+    good = masks.astype(np.float32) + 0.01 * np.random.default_rng(0).random(masks.shape, dtype=np.float32)
+    bad = np.random.default_rng(1).random(masks.shape, dtype=np.float32)
+    assert choose_form({"bad": bad, "good": good}, masks, [0.5, 0.75]) == "good"
+    assert choose_form({"a": good, "b": good.copy()}, masks, [0.5, 0.75]) == "a"
+
+
+def test_absolute_gradcam_keeps_the_scale_across_crops_and_per_crop_stretches_each():
+    torch.manual_seed(0)
+    d = ResNet3(3, width=8).eval()
+    with torch.no_grad():
+        d.head[-1].weight.abs_()  # the CAM is then a positive mix of ReLU features: never all zero
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    images[2:] = 128                             # two flat crops: little for D to point at
+    split = Split(images, torch.tensor([0, 1, 0, 1]), None, [f"c{i}" for i in range(4)])
+    per_crop = saliency.gradcam_maps(d, split, 4, scaling="per_crop")
+    absolute = saliency.gradcam_maps(d, split, 4, scaling="absolute")
+    assert per_crop.shape == absolute.shape == (4, 16, 16) and absolute.dtype == np.float32
+    busy = per_crop[:2].reshape(2, -1).max(1)
+    np.testing.assert_allclose(busy, 1.0, atol=1e-3)           # the library's min-max: every crop peaks at 1
+    assert (absolute >= 0).all()
+    assert not np.allclose(absolute.reshape(4, -1).max(1), absolute.reshape(4, -1).max(1)[0])  # scales differ by crop
+    with pytest.raises(ValueError, match="gradcam_scaling"):
+        saliency.gradcam_maps(d, split, 4, scaling="softmax")
+
+
+def _losses(weights, cycles=0):
+    torch.manual_seed(0)
+    g, d = CNNUNet(16, width=8, depth=2, noise_dim=4), ResNet3(3, width=8)
+    with torch.no_grad():
+        g.to_image.bias.fill_(0.1)            # a G that casts every crop
+    x, y = torch.rand(4, 3, 16, 16) * 0.5, torch.tensor([0, 1, 0, 1])
+    x_cf, logits = g(x)
+    return generator_losses(g, d, x, y, x_cf, logits, weights, cycles, [1.0])
+
+
+def test_beyond_paper_terms_appear_only_when_weighted_and_price_what_they_say():
+    paper = {"adversarial": 1.0, "auxiliary": 1.0, "l1": 3.0, "cycle": 1.0, "vq": 1.0}
+    assert set(_losses(paper)) == {"adversarial", "auxiliary", "l1", "cycle", "vq", "total"}
+    out = _losses({**paper, "pixel_cycle": 2.0, "cast": 5.0})
+    # the bias adds tanh(0.1) to every pixel (the inputs sit well inside [0, 1]): the cast is that
+    assert out["cast"].item() == pytest.approx(5.0 * np.tanh(0.1), rel=1e-3)
+    assert out["pixel_cycle"].item() == pytest.approx(2.0 * 2 * np.tanh(0.1), rel=1e-3)  # two casts on the round trip
+    assert out["total"].item() == pytest.approx(sum(v.item() for k, v in out.items() if k != "total"), rel=1e-5)
+    with_cycle = _losses({**paper, "pixel_cycle": 1.0}, cycles=1)
+    assert with_cycle["pixel_cycle"].item() == pytest.approx(2 * np.tanh(0.1), rel=1e-3)  # reuses G(G(x)) of the cycle
+
+
+def test_ema_moves_parameters_and_statistics_part_way_and_leaves_counters_exact():
+    g = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = copy.deepcopy(g)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    g.train()(torch.randn(8, 2))
+    update_ema(ema, g, decay=0.75)
+    for e, p, p0 in zip(ema.parameters(), g.parameters(), copy.deepcopy(g).parameters()):
+        torch.testing.assert_close(e, p - 0.75)  # a quarter of the way from the old weights (p - 1) to the new
+    assert ema[1].num_batches_tracked.item() == g[1].num_batches_tracked.item() == 1
+    assert not torch.equal(ema[1].running_mean, g[1].running_mean)
+
+
+def test_table2_says_in_one_line_when_every_learned_classifier_is_at_the_trivial_level():
+    import pandas as pd
+    from cfgan.report.tables import trivial_level_note
+    table = pd.DataFrame({"config": ["cnn_unet-resnet3-c1", "cnn_unet-resnet3-c1", "baseline-resnet3", "references", "references"],
+                          "model": ["D", "G_head", "twin", "all_damaged", "all_undamaged"],
+                          "f1": [0.47, 0.45, 0.474, 0.453, 0.0]})
+    note = trivial_level_note(table)
+    assert note.count("\n") == 0 and "every learned classifier scores at the trivial classifiers' level" in note
+    assert "best F1 0.474, all_damaged 0.453" in note
+    table.loc[2, "f1"] = 0.71  # one classifier that learned something: no flag
+    assert trivial_level_note(table) == ""

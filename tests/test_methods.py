@@ -1,0 +1,61 @@
+"""`method:` in params.yaml: a named set of options beyond the paper, expanded at load time."""
+
+import pytest
+import yaml
+
+from cfgan import methods
+from cfgan.config import load_params
+from cfgan.errors import UserError
+from cfgan.steps import has_key, keys_for, select
+
+
+def _write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+@pytest.fixture
+def extra_method(monkeypatch):
+    options = {"train": {"ema_g": 0.9, "loss": {"cast": 2.0}}, "evaluate": {"saliency": {"counterfactual_forms": ["abs", "dark"]}}}
+    monkeypatch.setitem(methods.METHODS, "testing", options)
+    return options
+
+
+def test_paper_adds_nothing_and_leaves_no_method_key():
+    params = load_params(["params.yaml"])
+    assert "method" not in params and "ema_g" not in params["train"]
+    assert "counterfactual_forms" not in params["evaluate"]["saliency"]
+
+
+def test_a_method_fills_its_options_and_an_explicit_key_wins(tmp_path, extra_method):
+    chosen = load_params(["params.yaml", _write(tmp_path, "m.yaml", {"method": "testing"})])
+    assert chosen["method"] == "testing" and chosen["train"]["ema_g"] == 0.9 and chosen["train"]["loss"]["cast"] == 2.0
+    assert chosen["train"]["loss"]["l1"] == 3.0  # what the method does not name stays params.yaml's
+    assert chosen["evaluate"]["saliency"]["counterfactual_forms"] == ["abs", "dark"]
+    own = load_params(["params.yaml", _write(tmp_path, "own.yaml", {"method": "testing", "train": {"ema_g": 0.5}})])
+    assert own["train"]["ema_g"] == 0.5 and own["train"]["loss"]["cast"] == 2.0
+    # the train and saliency steps see the method (so changing it reruns them, and checkpoints record it)
+    assert select(chosen, keys_for("train", "synthetic"))["method"] == "testing"
+    assert select(chosen, keys_for("saliency"))["method"] == "testing"
+
+
+def test_an_unknown_method_names_the_key_and_the_known_ones(tmp_path):
+    with pytest.raises(UserError, match=r"at 'method': unknown method 'fancy'; known methods: paper"):
+        load_params(["params.yaml", _write(tmp_path, "m.yaml", {"method": "fancy"})])
+
+
+def test_no_method_option_is_a_key_params_yaml_sets():
+    # otherwise params.yaml's own (paper) value would win over the method and the method would do nothing
+    base = yaml.safe_load(open("params.yaml"))
+    for name, options in methods.METHODS.items():
+        for key in _leaves(options):
+            assert not has_key(base, key), f"method {name}: option {key} is set in params.yaml, so the method cannot set it"
