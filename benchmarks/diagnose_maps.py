@@ -16,7 +16,7 @@ Per checkpoint, one JSON line each:
 - `maps`: val IoU under the evaluation's threshold rule of |x - G(x)| averaged over channels (the
   paper's), its grey-level (luminance) versions: absolute, darker-where-G-brightened and the reverse
   and of Grad-CAM scaled per crop (pytorch-grad-cam) and absolute; beside `local_contrast` with its
-  polarity chosen on val.
+  polarity chosen on val; and their product (`evaluate.saliency.fusion`).
 """
 
 from __future__ import annotations
@@ -121,6 +121,10 @@ def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
     for polarity in saliency.POLARITIES:
         row[f"local_contrast_{polarity}"] = val_iou(
             saliency.local_contrast_maps(sub.images, lc["sigma_narrow"], lc["sigma_wide"], polarity), masks, quantiles)
+    # evaluate.saliency.fusion: the counterfactual map (dark-decast) x local_contrast (dark), a row of its own
+    dark_lc = saliency.local_contrast_maps(sub.images, lc["sigma_narrow"], lc["sigma_wide"], "dark")
+    cf = saliency.counterfactual_form(x, x_cf, "dark-decast").numpy()[damaged]
+    row["fusion_dark-decast_x_local_contrast_dark"] = val_iou(np.clip(cf, 0, None) * np.clip(dark_lc, 0, None), masks, quantiles)
     print(json.dumps(row), flush=True)
 
 

@@ -18,12 +18,14 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from cfgan.compute import resolve
 from cfgan.config import deep_merge, load_params, validate
 from cfgan.data.datasets import load_split
 from cfgan.evaluate import saliency
+from cfgan.evaluate.references import choose_form
 from cfgan.metrics import choose_threshold
 from cfgan.steps import keys_for, select
 from cfgan.train import gan
@@ -52,6 +54,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="results/val_variants")
     ap.add_argument("--smooth", type=float, nargs="+", default=[0.0],
                     help="Gaussian blur widths (px) of |x - G(x)| to score on val (evaluate.saliency.smooth_sigma)")
+    ap.add_argument("--fusion", action="store_true", help="also score each map form times local_contrast (evaluate.saliency.fusion)")
+    ap.add_argument("--reuse", action="store_true", help="score the maps of variants already trained under --out instead of retraining them")
     ap.add_argument("--forms", nargs="+", default=["abs", "dark-decast"], choices=saliency.COUNTERFACTUAL_FORMS,
                     help="counterfactual map forms to score on val (evaluate.saliency.counterfactual_forms)")
     args = ap.parse_args(argv)
@@ -59,13 +63,24 @@ def main(argv=None) -> None:
     val = load_split(args.manifest, "val")
     damaged = (val.labels == 1).numpy()
     quantiles = base["evaluate"]["saliency"]["quantiles"]
+    if args.fusion and val.masks is not None:
+        lc_cfg = base["evaluate"]["saliency"]["local_contrast"]
+        candidates = {p: saliency.local_contrast_maps(val.images[damaged], lc_cfg["sigma_narrow"], lc_cfg["sigma_wide"], p)
+                      for p in saliency.POLARITIES}
+        polarity = choose_form(candidates, val.masks.numpy()[damaged], quantiles)
+        lc = candidates[polarity]
+        print(json.dumps({"variant": "local_contrast (no training)", "polarity": polarity,
+                          "val_iou": round(choose_threshold(lc, val.masks.numpy()[damaged], quantiles)[1], 3)}), flush=True)
     for run in args.run:
         for name, override in map(parse_variant, args.variant):
             params = validate(deep_merge(base, override), f"variant {name}")
             cx = resolve(params)
             t0 = time.time()
             out = Path(args.out) / name / run if len(args.run) > 1 else Path(args.out) / name
-            summary = gan.train_gan(select(params, keys_for("train", args.dataset)), Path(args.manifest), run, out, args.dataset)
+            if args.reuse and (out / "checkpoint.pt").is_file():  # re-score a finished variant's maps, no training
+                summary = gan.load_gan(out / "checkpoint.pt")[2]["summary"]
+            else:
+                summary = gan.train_gan(select(params, keys_for("train", args.dataset)), Path(args.manifest), run, out, args.dataset)
             row = {"variant": name, "run": run, "precision": cx.precision, "seconds": round(time.time() - t0),
                    "selected_step": summary["best_step"], "collapse": summary["collapse"],
                    **{k: round(v, 3) for k, v in summary["val"].items()}}
@@ -79,6 +94,10 @@ def main(argv=None) -> None:
                     scores = {form: choose_threshold(m[damaged], val.masks.numpy()[damaged], quantiles)[1] for form, m in maps.items()}
                     for form, iou in scores.items():
                         row[f"val_iou_{form}{suffix}"] = round(iou, 3)
+                    if args.fusion:  # evaluate.saliency.fusion: each form x local_contrast, a row of its own
+                        for form, m in maps.items():
+                            fused = np.clip(m[damaged], 0, None) * np.clip(lc, 0, None)
+                            row[f"val_iou_fusion_{form}{suffix}"] = round(choose_threshold(fused, val.masks.numpy()[damaged], quantiles)[1], 3)
             print(json.dumps(row), flush=True)
 
 

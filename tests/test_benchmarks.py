@@ -34,12 +34,21 @@ def test_val_variants_trains_each_variant_and_prints_val_figures_only(small_mani
                        "train: {steps: 4, batch_size: 8, val_every: 2}\nevaluate: {batch_size: 32}\n")
     val_variants.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
                        "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-s0", "--out", str(tmp_path / "v"),
-                       "--variant", "a=", "--variant", "b=train.d_in_g_update=eval", "--smooth", "0", "1"])
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+                       "--variant", "a=", "--variant", "b=train.d_in_g_update=eval", "--smooth", "0", "1", "--fusion"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    reference, rows = lines[0], lines[1:]
+    assert reference["variant"] == "local_contrast (no training)" and 0 <= reference["val_iou"] <= 1
     assert [r["variant"] for r in rows] == ["a", "b"]
-    assert all(0 <= r["val_counterfactual_iou"] <= 1 and 0 <= r["val_counterfactual_iou_smooth1"] <= 1
-               and "val_score" in r and "test" not in json.dumps(r) for r in rows)
+    keys = [f"val_iou_{kind}{form}{smooth}" for kind in ("", "fusion_") for form in ("abs", "dark-decast") for smooth in ("", "_smooth1")]
+    assert all(all(0 <= r[k] <= 1 for k in keys) and "val_score" in r and "test" not in json.dumps(r) for r in rows)
     assert (tmp_path / "v/b/checkpoint.pt").exists()
+    # --reuse re-scores the trained variant without training it again (the checkpoint is left as it was)
+    stamp = (tmp_path / "v/b/checkpoint.pt").stat().st_mtime_ns
+    val_variants.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
+                       "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-s0", "--out", str(tmp_path / "v"),
+                       "--variant", "b=train.d_in_g_update=eval", "--reuse"])
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert again[0]["val_iou_abs"] == rows[1]["val_iou_abs"] and (tmp_path / "v/b/checkpoint.pt").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow

@@ -101,3 +101,13 @@ def test_a_checkpoint_for_another_architecture_says_so(trained_run, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count(f"{run / 'checkpoint.pt'}: cannot rebuild its models") == 2 and detail in err
     assert "another architecture or version" in err
+
+
+def test_the_same_payload_gives_the_same_checkpoint_bytes(tmp_path):
+    # (torch.save to a path names the archive's folder after the random temporary file: the bytes differed)
+    import torch
+    from cfgan.train.common import save_checkpoint
+    payload = {"kind": "gan", "g": {"w": torch.arange(4.0)}, "summary": {"run": "x"}}
+    save_checkpoint(tmp_path / "a.pt", payload)
+    save_checkpoint(tmp_path / "b.pt", payload)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

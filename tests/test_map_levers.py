@@ -107,3 +107,22 @@ def test_table2_says_in_one_line_when_every_learned_classifier_is_at_the_trivial
     assert "best F1 0.474, all_damaged 0.453" in note
     table.loc[2, "f1"] = 0.71  # one classifier that learned something: no flag
     assert trivial_level_note(table) == ""
+
+
+def test_mask_infill_starts_near_the_identity_changes_only_masked_pixels_and_prices_its_mask():
+    torch.manual_seed(0)
+    g = CNNUNet(16, width=8, depth=2, noise_dim=4, output="mask_infill")
+    x = torch.rand(2, 3, 16, 16)
+    x_cf, _ = g(x)
+    assert (x_cf - x).abs().max() < 0.02          # m = sigmoid(-4) and an infill equal to x at the start
+    with torch.no_grad():
+        g.to_mask.bias.fill_(-30.0)               # a mask of zeros: G cannot change a pixel, whatever its infill
+        g.to_image.bias.fill_(1.0)
+    torch.testing.assert_close(g(x)[0], x)
+    paper = {"adversarial": 1.0, "auxiliary": 1.0, "l1": 3.0, "cycle": 1.0, "vq": 1.0}
+    x_cf, logits = g(x)
+    out = generator_losses(g, ResNet3(3, width=8), x, torch.tensor([0, 1]), x_cf, logits, {**paper, "mask_area": 1.0}, 0, [1.0])
+    assert "mask_tv" not in out and out["mask_area"].item() == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="mask_infill"):
+        generator_losses(CNNUNet(16, width=8, depth=2, noise_dim=4), ResNet3(3, width=8), x, torch.tensor([0, 1]),
+                         x_cf, logits, {**paper, "mask_tv": 1.0}, 0, [1.0])

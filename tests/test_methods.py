@@ -59,3 +59,17 @@ def test_no_method_option_is_a_key_params_yaml_sets():
     for name, options in methods.METHODS.items():
         for key in _leaves(options):
             assert not has_key(base, key), f"method {name}: option {key} is set in params.yaml, so the method cannot set it"
+
+
+def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_from_the_method_s():
+    import glob
+    loaded = {}
+    for config in sorted(glob.glob("workflow/profiles/*/config.yaml")):
+        files = yaml.safe_load(open(config)).get("configfile")
+        if files:  # (default and slurm add params through their own overlays or none)
+            loaded[config.split("/")[2]] = load_params(files)
+    assert {"crackforest", "crackforest-paper", "tiny"} <= set(loaded)
+    method, paper = loaded["crackforest"], loaded["crackforest-paper"]
+    assert method["method"] == "roundtrip" and "method" not in paper
+    assert set(method["run_datasets"]).isdisjoint(paper["run_datasets"])  # results/<data set> of their own
+    assert method["train"]["steps"] == paper["train"]["steps"] and method["train"]["lr_d"] == paper["train"]["lr_d"]

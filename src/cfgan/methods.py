@@ -19,6 +19,15 @@ from .errors import UserError
 
 METHODS: dict[str, dict] = {
     "paper": {},
+    # chosen on CrackForest val, 2026-12-02 (docs/method.md, "Issue 23: the search on val"):
+    "roundtrip": {
+        "train": {"loss": {"pixel_cycle": 1.0}},          # |G(G(x)) - x|: artefacts of every class pay twice
+        "evaluate": {"saliency": {
+            "counterfactual_forms": ["abs", "dark", "bright", "both", "abs-decast", "dark-decast", "bright-decast", "both-decast"],
+            "fusion": True,                                # counterfactual x local_contrast, a row of its own
+            "gradcam_scalings": ["per_crop", "absolute"],  # the baseline too gets its best form on val
+        }},
+    },
 }
 
 

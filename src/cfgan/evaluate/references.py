@@ -83,19 +83,25 @@ def run_saliency_references(params, manifest: Path, dataset: str, examples_out: 
     return pd.concat(frames, ignore_index=True)
 
 
+def local_contrast_pair(val, test, vmask, cfg: dict):
+    """`local_contrast` maps of the val damaged crops and of every test crop, at the polarity
+    (dark / bright / both) that scores best on val, and that polarity."""
+    lc = cfg["local_contrast"]
+    candidates = {p: saliency.local_contrast_maps(val.images[vmask], lc["sigma_narrow"], lc["sigma_wide"], p)
+                  for p in saliency.POLARITIES}
+    polarity = choose_form(candidates, val.masks.numpy()[vmask], cfg["quantiles"])
+    return candidates[polarity], saliency.local_contrast_maps(test.images, lc["sigma_narrow"], lc["sigma_wide"], polarity), polarity
+
+
 def _reference_maps(params, manifest: Path, defect: str | None):
     cfg = params["evaluate"]["saliency"]
     val, test, vmask, tmask = masked_splits(manifest, defect)
     lc = cfg["local_contrast"]
     val_masks = val.masks.numpy()[vmask]
-    candidates = {p: saliency.local_contrast_maps(val.images[vmask], lc["sigma_narrow"], lc["sigma_wide"], p)
-                  for p in saliency.POLARITIES}
-    polarity = choose_form(candidates, val_masks, cfg["quantiles"])
-    lc_val = candidates[polarity]
+    lc_val, lc_test, polarity = local_contrast_pair(val, test, vmask, cfg)
     shape = tuple(test.images.shape[:1]) + tuple(test.images.shape[2:])
     methods = {
-        "local_contrast": (lc_val, saliency.local_contrast_maps(test.images, lc["sigma_narrow"], lc["sigma_wide"], polarity),
-                           f"; blur {lc['sigma_narrow']} vs {lc['sigma_wide']} px, polarity '{polarity}' chosen on val"),
+        "local_contrast": (lc_val, lc_test, f"; blur {lc['sigma_narrow']} vs {lc['sigma_wide']} px, polarity '{polarity}' chosen on val"),
         "random": (saliency.random_maps(val_masks.shape, params["seed"]), saliency.random_maps(shape, params["seed"] + 1),
                    "; uniform noise: the chance level"),
         "all_pixels": (saliency.all_pixel_maps(val_masks.shape), saliency.all_pixel_maps(shape), "; every pixel: the degenerate mask"),

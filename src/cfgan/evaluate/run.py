@@ -24,7 +24,7 @@ from ..train.segmenters import load_segmenter, predict_masks
 from . import robustness, saliency, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
 from ..inference import predict, real_class_probs
 from ..metrics import binarize, binary_metrics
-from .references import N_EXAMPLES, choose_form, masked_splits, saliency_rows, save_saliency_examples
+from .references import N_EXAMPLES, choose_form, local_contrast_pair, masked_splits, saliency_rows, save_saliency_examples
 from .tidy import tidy_frame
 
 
@@ -162,6 +162,17 @@ def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> p
 
 
 FORM_WORDS = {"counterfactual": "map form", "gradcam": "scaling"}
+FUSION = "counterfactual_x_local_contrast"
+
+
+def _fusion_rows(cf_val, cf_test, val, test, vmask, tmask, cfg: dict, note: str) -> list[dict]:
+    """`evaluate.saliency.fusion` (beyond the paper): the counterfactual map times `local_contrast`
+    (its polarity chosen on val), both clipped at 0: the learned map's where, the image's thin
+    structure. A row of its own, never the counterfactual's (as Koenig et al. fuse CAMs with intensity)."""
+    lc_val, lc_test, polarity = local_contrast_pair(val, test, vmask, cfg)
+    fused_val, fused_test = (np.clip(a, 0, None) * np.clip(b, 0, None) for a, b in ((cf_val, lc_val), (cf_test, lc_test)))
+    return saliency_rows(FUSION, fused_val, val.masks.numpy()[vmask], fused_test, test, tmask, cfg["quantiles"],
+                         f"; local_contrast polarity '{polarity}' chosen on val" + note)[0]
 
 
 def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
@@ -180,7 +191,7 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
         # each method's candidate forms are scored on val and the best is applied to test, as the threshold is
         methods = [("counterfactual", lambda s, forms: saliency.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"], forms),
                     cfg.get("counterfactual_forms", ["abs"])),
-                   ("gradcam", lambda s, forms: {f: saliency.gradcam_maps(d, s, bs, dev, f) for f in forms}, cfg["gradcam_scalings"])]
+                   ("gradcam", lambda s, forms: {f: saliency.gradcam_maps(d, s, bs, dev, f) for f in forms}, cfg.get("gradcam_scalings", ["per_crop"]))]
     frames, examples = [], {}
     for defect, run in tasks(manifest, ckpt["summary"]["run"]):
         val, test, vmask, tmask = masked_splits(manifest, defect)
@@ -198,6 +209,8 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
                                     cfg["quantiles"], extra + run_note)
             rows += new
             example_maps[method] = test_maps
+            if method == "counterfactual" and cfg.get("fusion", False):
+                rows += _fusion_rows(val_maps[vmask], test_maps, val, test, vmask, tmask, cfg, f"; its map form '{form}'" + extra + run_note)
             if method == "segmenter":  # a crop is called damaged when its predicted mask is not empty
                 predicted = binarize(test_maps, t).reshape(len(test), -1).any(1)
                 rows += [{"model": method, "metric": k, "condition": "test", "value": v, "note": rows[-1]["note"]}

@@ -18,7 +18,7 @@ from .unet import CNNUNet
 def _cnn_unet(cfg: dict, image_size: int) -> nn.Module:
     c = cfg["cnn_unet"]
     return CNNUNet(image_size, c["width"], c["depth"], cfg["noise_dim"], cfg["noise_channels"], cfg["dropout"],
-                   upsample=c["upsample"], padding=c["padding"])
+                   upsample=c["upsample"], padding=c["padding"], output=c.get("output", "residual"))
 
 
 def _swin_unet(cfg: dict, image_size: int) -> nn.Module:

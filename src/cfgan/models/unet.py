@@ -12,6 +12,10 @@
   "Deconvolution and Checkerboard Artifacts").
 - The image branch predicts a residual: x_cf = clip(x + tanh(r), 0, 1). Identity is then the
   easy start, which suits the L1 term's push towards minimal changes (a choice of ours).
+- `output: mask_infill` (beyond the paper, off by default): x_cf = (1 - m) x + m f, a one-channel
+  mask m in [0, 1] (starting near 0: G starts near the identity) and an infill f; G can then only
+  change the pixels it masks, and `train.loss.mask_area` / `mask_tv` price the mask's area and
+  ragged edges (such masks saturate without a prior: GANimation's issues 9 and 112).
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ class UpBlock(nn.Module):
 class CNNUNet(nn.Module):
     def __init__(self, image_size: int, width: int = 64, depth: int = 4, noise_dim: int = 64,
                  noise_channels: int = 1, dropout: float = 0.5, num_classes: int = 2, in_channels: int = 3,
-                 upsample: str = "transpose", padding: str = "zeros"):
+                 upsample: str = "transpose", padding: str = "zeros", output: str = "residual"):
         super().__init__()
+        if output not in ("residual", "mask_infill"):
+            raise ValueError(f"generator.cnn_unet.output must be 'residual' or 'mask_infill', not {output!r}")
         if image_size % (2 ** depth):
             raise ValueError(f"image_size {image_size} must be divisible by 2**depth = {2 ** depth}")
         self.noise_dim = noise_dim
@@ -88,9 +94,15 @@ class CNNUNet(nn.Module):
                                    dropout if j < (depth + 1) // 2 else 0.0, upsample, padding))
             self.pools.append(WeightedAvgPool(chans[i], pooled))
         self.head = nn.Sequential(nn.Linear(pooled * depth, 64), nn.GELU(), nn.Linear(64, num_classes))
+        self.output = output
         self.to_image = nn.Conv2d(chans[0], in_channels, 1)
         nn.init.zeros_(self.to_image.weight)  # start as the identity: G(x) = x
         nn.init.zeros_(self.to_image.bias)
+        if output == "mask_infill":
+            self.to_mask = nn.Conv2d(chans[0], 1, 1)
+            nn.init.zeros_(self.to_mask.weight)
+            nn.init.constant_(self.to_mask.bias, -4.0)  # m = sigmoid(-4) = 0.018 everywhere at the start
+        self.last_mask = None  # mask_infill: the mask of the last forward (for its losses)
 
     def decode(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The last decoder feature map (NCHW, full resolution) and the class logits."""
@@ -108,5 +120,10 @@ class CNNUNet(nn.Module):
         if z is None:
             z = torch.randn(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
         h, logits = self.decode(x, z)
+        if self.output == "mask_infill":
+            m = torch.sigmoid(self.to_mask(h).float())
+            fill = (x + torch.tanh(self.to_image(h).float())).clamp(0, 1)  # the infill, as a residual of x
+            self.last_mask = m
+            return (1 - m) * x + m * fill, logits
         x_cf = (x + torch.tanh(self.to_image(h))).clamp(0, 1)
         return x_cf, logits

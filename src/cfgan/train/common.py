@@ -87,8 +87,10 @@ def read_losses(rows: list[dict]) -> list[dict]:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(plain({**payload, "format": CHECKPOINT_FORMAT}), tmp)
+    # Through a file object: torch.save then names the archive's root folder "archive" instead of
+    # after the (random) temporary file, so the same payload gives the same bytes on every run.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(plain({**payload, "format": CHECKPOINT_FORMAT}), f)
 
 
 def save_run(out_dir: Path, payload: dict, log: list[dict], compute) -> None:

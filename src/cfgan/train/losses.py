@@ -31,7 +31,9 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
     pixel_cycle: mean |G(G(x)) - x| (Charachon et al., the paper's reference [8]): an artefact G adds
     to every image, whatever its class, survives the round trip and is paid for;
     cast: mean over crops and channels of |mean over pixels of G(x) - x|: a uniform colour shift,
-    which the L1 term prices like the defect itself, is paid for a second time.
+    which the L1 term prices like the defect itself, is paid for a second time;
+    mask_area, mask_tv (G with `output: mask_infill`): the mean of its mask m over G(x)'s pixels,
+    and m's total variation (mean |m_i - m_j| of neighbours): small, connected masks.
     """
     terms = {
         "adversarial": F.cross_entropy(d(x_cf), 1 - y),
@@ -39,6 +41,14 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
         "l1": (x - x_cf).abs().mean(),
         "vq": getattr(g, "aux_loss", x_cf.new_zeros(())),
     }
+    mask = getattr(g, "last_mask", None)  # of G(x): read before the cycle's forwards overwrite it
+    if weights.get("mask_area", 0) > 0 or weights.get("mask_tv", 0) > 0:
+        if mask is None:
+            raise ValueError("train.loss.mask_area / mask_tv need a generator with output: mask_infill")
+        if weights.get("mask_area", 0) > 0:
+            terms["mask_area"] = mask.mean()
+        if weights.get("mask_tv", 0) > 0:
+            terms["mask_tv"] = (mask[..., 1:, :] - mask[..., :-1, :]).abs().mean() + (mask[..., :, 1:] - mask[..., :, :-1]).abs().mean()
     cycle = x_cf.new_zeros(())
     current, round_trip = x_cf, None
     for k in range(2, 2 * cycles + 1):
