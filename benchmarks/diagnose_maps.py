@@ -104,15 +104,12 @@ def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
                       "cast_share_damaged": round(float(cast[y == 1].mean()), 3),
                       "cast_share_undamaged": round(float(cast[y == 0].mean()), 3)}), flush=True)
 
-    grey = (x - x_cf).mean(1).numpy()  # > 0 where G made the crop darker... i.e. x brighter than x'
+    def form_iou(form):  # the evaluation's own map forms (cfgan.evaluate.saliency.counterfactual_form)
+        return val_iou(saliency.counterfactual_form(x, x_cf, form).numpy()[damaged], masks, quantiles)
     row = {"check": "maps", "run": run,
-           "counterfactual_abs_mean": val_iou((x - x_cf).abs().mean(1).numpy()[damaged], masks, quantiles),
-           "counterfactual_grey_abs": val_iou(np.abs(grey)[damaged], masks, quantiles),
-           "counterfactual_grey_x_darker": val_iou(-grey[damaged], masks, quantiles),
-           "counterfactual_grey_x_brighter": val_iou(grey[damaged], masks, quantiles)}
-    decast = (x - x_cf) - (x - x_cf).mean((2, 3), keepdim=True)  # the per-crop colour cast taken out
-    row["counterfactual_decast_abs_mean"] = val_iou(decast.abs().mean(1).numpy()[damaged], masks, quantiles)
-    row["counterfactual_decast_grey_x_darker"] = val_iou(-decast.mean(1).numpy()[damaged], masks, quantiles)
+           **{f"counterfactual_{name}": form_iou(form) for name, form in (
+               ("abs_mean", "abs"), ("grey_abs", "both"), ("grey_x_darker", "dark"), ("grey_x_brighter", "bright"),
+               ("decast_abs_mean", "abs-decast"), ("decast_grey_x_darker", "dark-decast"))}}
     sub = val.subset(torch.nonzero(torch.from_numpy(damaged)).flatten())
     with compute.autocast():
         for scaling in saliency.GRADCAM_SCALINGS:
@@ -123,7 +120,7 @@ def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
             saliency.local_contrast_maps(sub.images, lc["sigma_narrow"], lc["sigma_wide"], polarity), masks, quantiles)
     # evaluate.saliency.fusion: the counterfactual map (dark-decast) x local_contrast (dark), a row of its own
     dark_lc = saliency.local_contrast_maps(sub.images, lc["sigma_narrow"], lc["sigma_wide"], "dark")
-    cf = saliency.counterfactual_form(x, x_cf, "dark-decast").numpy()[damaged]
+    cf = saliency.counterfactual_form(x, x_cf, "dark-decast").numpy()[damaged]  # as the fused row uses it
     row["fusion_dark-decast_x_local_contrast_dark"] = val_iou(np.clip(cf, 0, None) * np.clip(dark_lc, 0, None), masks, quantiles)
     print(json.dumps(row), flush=True)
 

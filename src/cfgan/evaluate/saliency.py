@@ -76,13 +76,14 @@ def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu", sigm
 GRADCAM_SCALINGS = ("absolute", "per_crop")
 
 
-def gradcam_maps(d, split, batch_size: int, device="cpu", scaling: str = "absolute") -> np.ndarray:
+def gradcam_maps(d, split, batch_size: int, device="cpu", scaling: str = "per_crop") -> np.ndarray:
     """Grad-CAM of D's 'damaged' logit at its last convolutional stage (pytorch-grad-cam).
 
-    `scaling`: `absolute` (default) keeps the CAM's own values (ReLU'd, resized to the crop), so
-    that the one-threshold rule compares crops on one scale, as it does every other map;
-    `per_crop` is pytorch-grad-cam's own output, min-max scaled per crop, which puts a maximum of 1
-    in every crop, the faint ones included (the relative threshold the rule exists to avoid)."""
+    `scaling`: `per_crop` (default, as `evaluate.saliency.gradcam_scalings` defaults) is
+    pytorch-grad-cam's own output, min-max scaled per crop, which puts a maximum of 1 in every crop,
+    the faint ones included (the relative threshold the rule exists to avoid); `absolute` keeps the
+    CAM's own values (ReLU'd, resized to the crop), so that the one-threshold rule compares crops
+    on one scale, as it does every other map."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
