@@ -7,7 +7,8 @@ collapse, and the counterfactual maps' val IoU under the evaluation's own thresh
         --variant default= --variant eval=train.d_in_g_update=eval --variant unbalanced=train.balance=false
 
 A variant is `name=key=value[,key=value...]` (values parsed as YAML); `name=` is the params as
-they are. `--smooth 0 1 2` also scores the maps blurred at those widths (no retraining). Each variant's checkpoint goes to --out/<name>/. Only the train and val splits are read.
+they are. `--smooth 0 1 2` also scores the maps blurred at those widths (no retraining); `--pgd 0.002` adds D's
+val F1 under PGD (and `--twin CHECKPOINT` the plain twin's, once). Each variant's checkpoint goes to --out/<name>/. Only the train and val splits are read.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import yaml
 from cfgan.compute import resolve
 from cfgan.config import deep_merge, load_params, validate
 from cfgan.data.datasets import load_split
-from cfgan.evaluate import saliency
+from cfgan.evaluate import robustness, saliency
 from cfgan.evaluate.references import choose_form
 from cfgan.metrics import choose_threshold
 from cfgan.steps import keys_for, select
 from cfgan.train import gan
+from cfgan.train.baselines import load_baseline
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -58,9 +60,25 @@ def main(argv=None) -> None:
     ap.add_argument("--reuse", action="store_true", help="score the maps of variants already trained under --out instead of retraining them")
     ap.add_argument("--forms", nargs="+", default=["abs", "dark-decast"], choices=saliency.COUNTERFACTUAL_FORMS,
                     help="counterfactual map forms to score on val (evaluate.saliency.counterfactual_forms)")
+    ap.add_argument("--pgd", type=float, nargs="+", default=[],
+                    help="also D's val F1 under targeted PGD at these step sizes (evaluate.pgd's steps and eps, on "
+                         "evaluate.robustness_crops class-stratified val crops, as the robustness step attacks test)")
+    ap.add_argument("--twin", help="a plain twin's checkpoint (results/<dataset>/baselines/<run>/checkpoint.pt): its val F1 "
+                                   "under the same --pgd attacks, printed once: the reference D is to beat")
     args = ap.parse_args(argv)
     base = load_params(args.params)
     val = load_split(args.manifest, "val")
+    attacked = robustness.stratified_subset(val, base["evaluate"].get("robustness_crops"), base["seed"])
+
+    def pgd_f1(classifier, cx) -> dict:
+        cfg = {**base["evaluate"], "pgd": {**base["evaluate"]["pgd"], "step_sizes": args.pgd}, "noise": {"stds": []}}
+        rows = robustness.sweep(attacked, classifier, None, cfg, base["evaluate"]["batch_size"], base["seed"], cx.device)
+        return {f"val_f1_{r['condition']}": round(r["value"], 3) for r in rows if r["metric"] == "f1"}
+
+    if args.pgd and args.twin:
+        cx = resolve(base)
+        twin, _ = load_baseline(args.twin, cx)
+        print(json.dumps({"variant": "plain twin (reference)", "checkpoint": args.twin, **pgd_f1(twin, cx)}), flush=True)
     damaged = (val.labels == 1).numpy()
     quantiles = base["evaluate"]["saliency"]["quantiles"]
     if args.fusion and val.masks is not None:
@@ -84,6 +102,8 @@ def main(argv=None) -> None:
             row = {"variant": name, "run": run, "precision": cx.precision, "seconds": round(time.time() - t0),
                    "selected_step": summary["best_step"], "collapse": summary["collapse"],
                    **{k: round(v, 3) for k, v in summary["val"].items()}}
+            if args.pgd:
+                row.update(pgd_f1(robustness.RealLogits(gan.load_gan(out / "checkpoint.pt", cx)[1]), cx))
             if val.masks is not None:
                 g, _, _ = gan.load_gan(out / "checkpoint.pt", cx)
                 for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed

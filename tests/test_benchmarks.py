@@ -44,11 +44,20 @@ def test_val_variants_trains_each_variant_and_prints_val_figures_only(small_mani
     assert (tmp_path / "v/b/checkpoint.pt").exists()
     # --reuse re-scores the trained variant without training it again (the checkpoint is left as it was)
     stamp = (tmp_path / "v/b/checkpoint.pt").stat().st_mtime_ns
+    # (and --pgd adds D's val F1 under attack, --twin the plain twin's once, before the variants)
+    from cfgan.config import load_params
+    from cfgan.train.baselines import train_baseline
+    small = load_params([ROOT / "params.yaml", overlay])
+    train_baseline({**small, "baseline": {**small["baseline"], "steps": 2, "batch_size": 8}}, manifest, "resnet3", tmp_path / "twin")
     val_variants.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
                        "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-s0", "--out", str(tmp_path / "v"),
-                       "--variant", "b=train.d_in_g_update=eval", "--reuse"])
+                       "--variant", "b=train.d_in_g_update=eval", "--reuse", "--pgd", "0", "0.05", "--twin", str(tmp_path / "twin/checkpoint.pt")])
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    twin, again = again[0], again[1:]
     assert again[0]["val_iou_abs"] == rows[1]["val_iou_abs"] and (tmp_path / "v/b/checkpoint.pt").stat().st_mtime_ns == stamp
+    for row in (twin, again[0]):
+        assert 0 <= row["val_f1_pgd=0.05"] <= row["val_f1_pgd=0.0"] + 0.5 and row["val_f1_pgd=0.0"] <= 1
+    assert twin["variant"] == "plain twin (reference)" and abs(again[0]["val_f1_pgd=0.0"] - again[0]["val_f1_d"]) < 0.1  # unattacked: D's own val F1
 
 
 @pytest.mark.slow

@@ -24,6 +24,13 @@ def test_explain_writes_counterfactual_overlay_and_probabilities(trained_run, tm
     # a second run refuses to overwrite what the user already has
     assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
+    assert record["saliency_form"] == "abs"
+    # --form draws the map chosen on val instead of the paper's |x - G(x)|, and says which in the JSON
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "dark-decast"]) == 0
+    signed = json.loads((out / "mine.json").read_text())
+    assert signed["saliency_form"] == "dark-decast" and abs(signed["saliency_mean"]) < 1e-6  # decast: zero mean per crop
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "luma"]) == 2
+    assert "--form luma: not a map form" in capsys.readouterr().err
 
 
 def test_explain_on_a_real_apple(trained_run, tmp_path):

@@ -126,3 +126,57 @@ def test_mask_infill_starts_near_the_identity_changes_only_masked_pixels_and_pri
     with pytest.raises(ValueError, match="mask_infill"):
         generator_losses(CNNUNet(16, width=8, depth=2, noise_dim=4), ResNet3(3, width=8), x, torch.tensor([0, 1]),
                          x_cf, logits, {**paper, "mask_tv": 1.0}, 0, [1.0])
+
+
+def test_diffaugment_transforms_every_image_on_its_own_and_lets_gradients_through():
+    from cfgan.train.diffaugment import AugmentedD, diff_augment
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    shifted = diff_augment(x, ["translation"])
+    assert shifted.shape == x.shape
+    for i in range(6):  # each image is its own, shifted by at most 2 px (1/8 of 16) and zero-filled
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(shifted[i, :, 4:12, 4:12], x[i, :, 4 + dy:12 + dy, 4 + dx:12 + dx])]
+        assert found, f"image {i} is not a shift of its input"
+    assert any(not torch.equal(shifted[i], x[i]) for i in range(6))
+    cut = diff_augment(x, ["cutout"])
+    zeros = (cut == 0).all(1).flatten(1).sum(1)
+    assert ((zeros > 0) & (zeros <= 64)).all()          # a square of at most 8 x 8 px, clipped at the border
+    colour = diff_augment(x, ["color"])
+    assert not torch.allclose(colour, x) and colour.shape == x.shape
+    diff_augment(x, ["color", "translation", "cutout"]).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="train.diffaugment"):
+        AugmentedD(ResNet3(3, width=8), ["mixup"])
+
+
+def test_r1_adds_half_gamma_times_the_squared_input_gradient_of_the_real_crops_loss():
+    from cfgan.train.losses import discriminator_loss
+    torch.manual_seed(0)
+    w = torch.randn(3, 12)
+    d = lambda x: x.flatten(1) @ w.T                     # a linear D: its input gradient is known
+    x, x_cf, y = torch.rand(4, 3, 2, 2), torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 0, 1])
+    plain = discriminator_loss(d, x, y, x_cf)
+    p = (x.flatten(1) @ w.T).softmax(1)
+    grad = (p - torch.nn.functional.one_hot(y, 3).float()) @ w   # d CE(x_i) / d x_i, per crop
+    expected = plain + 10.0 / 2 * grad.pow(2).sum(1).mean()
+    assert torch.allclose(discriminator_loss(d, x, y, x_cf, r1=10.0), expected, rtol=1e-5)
+    assert torch.allclose(discriminator_loss(d, x, y, x_cf, r1=0.0), plain)
+
+
+def test_figure_4_names_the_map_form_chosen_on_val_and_old_example_files_read_as_abs(tmp_path):
+    from cfgan.evaluate.references import save_saliency_examples
+    from cfgan.report.build import _chosen_forms
+    from cfgan.report.figures import _form_label, fig4_saliency
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    test = Split(images, torch.tensor([1, 1, 0]), torch.zeros(3, 8, 8, dtype=torch.bool), ["a", "b", "c"])
+    maps = {"counterfactual": np.random.default_rng(0).random((3, 8, 8), dtype=np.float32), "gradcam": np.zeros((3, 8, 8), np.float32)}
+    save_saliency_examples(tmp_path / "new.npz", {None: (test, {**maps, "counterfactual_form": "dark-decast"})})
+    save_saliency_examples(tmp_path / "old.npz", {None: (test, maps)})
+    assert _chosen_forms(tmp_path / "new.npz", [None], "counterfactual") == ["dark-decast"]
+    assert _chosen_forms(tmp_path / "old.npz", [None], "counterfactual") == ["abs"]
+    assert _form_label(["dark-decast"]) == "darker than G(x) decast" and _form_label(["abs"]) == "|x-G(x)|"
+    with np.load(tmp_path / "new.npz") as f:
+        examples = {k: f[k] for k in ("x", "mask", "counterfactual", "gradcam")}
+    fig4_saliency(examples, tmp_path / "fig4.png", "t", forms={"counterfactual": ["dark-decast"], "gradcam": ["absolute"]})
+    assert (tmp_path / "fig4.png").stat().st_size > 0

@@ -244,7 +244,7 @@ def cmd_report(args):
 
 def cmd_explain(args):
     from .explain import explain
-    written = explain(args.run, args.images, Path(args.out), args.force)
+    written = explain(args.run, args.images, Path(args.out), args.force, form=args.form)
     print("wrote:\n  " + "\n  ".join(map(str, written)))
 
 
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("images", nargs="+", help="image files")
     ex.add_argument("--out", default="explanations", help="output folder (default: explanations/)")
     ex.add_argument("--force", action="store_true", help="overwrite earlier explanations of the same names")
+    ex.add_argument("--form", default="abs", help="the saliency map's form: abs (the paper's |x - G(x)|, default), dark, bright, "
+                    "both, each also with -decast; the saliency table's note names the one chosen on val")
     ex.set_defaults(func=cmd_explain)
     return parser
 

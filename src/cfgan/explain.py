@@ -19,6 +19,7 @@ from .compute import Compute, resolve  # noqa: E402
 from .config import run_defect, split_seed  # noqa: E402
 from .data.images import read_rgb  # noqa: E402
 from .errors import UserError  # noqa: E402
+from .evaluate.saliency import COUNTERFACTUAL_FORMS, counterfactual_form  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .ood import assess, outputs, signals  # noqa: E402
 from .train.common import load_checkpoint  # noqa: E402
@@ -54,7 +55,7 @@ def inputs(arrays: list[np.ndarray], size: int) -> torch.Tensor:
                         for a in arrays]).float() / 255
 
 
-def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int, cx: Compute) -> dict:
+def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int, cx: Compute, form: str = "abs") -> dict:
     z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad(), cx.autocast():
         x_cf, g_logits = g(x.to(cx.device), z.to(cx.device))
@@ -63,16 +64,20 @@ def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int, cx: Compute) -> dict:
     values = signals(o, ckpt["summary"].get("ood"))
     return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_logits": o["d_logits"], "d_probs": o["d_logits"].softmax(1),
             "ood_values": values,
-            "saliency": (x - x_cf).abs().mean(1).numpy()}
+            "saliency": counterfactual_form(x, x_cf, form).numpy()}
+
+
+FORM_TITLES = {"abs": "|x - G(x)|", "dark": "darker than G(x)", "bright": "brighter than G(x)", "both": "|grey(x - G(x))|"}
+FORM_TITLES.update({f"{k}-decast": f"{v}, cast removed" for k, v in list(FORM_TITLES.items())})
 
 
 def _figure(x: torch.Tensor, cf: np.ndarray, saliency: np.ndarray, ood: bool | None, reasons: list[str], path: Path,
-            title: str = "") -> None:
+            title: str = "", form: str = "abs") -> None:
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-    for ax, im, name in zip(axes, (x.permute(1, 2, 0).numpy(), cf, None), ("input", "counterfactual", "saliency |x - G(x)|")):
+    for ax, im, name in zip(axes, (x.permute(1, 2, 0).numpy(), cf, None), ("input", "counterfactual", f"saliency: {FORM_TITLES[form]}")):
         if im is None:
             ax.imshow(x.permute(1, 2, 0).numpy())
-            ax.imshow(saliency, cmap="magma", alpha=0.6)
+            ax.imshow(np.clip(saliency, 0, None), cmap="magma", alpha=0.6)  # a signed form shows its positive side
         else:
             ax.imshow(im)
         ax.set_title(name, fontsize=8); ax.axis("off")
@@ -95,8 +100,13 @@ def _as_uint8(x_cf: torch.Tensor) -> np.ndarray:
     return (x_cf.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def explain(run: str | list[str], images: list[str], out: Path, force: bool = False, seed: int = 0) -> list[Path]:
-    """One binary run, or the one-vs-rest runs of a multi-class data set (see `checkpoints`)."""
+def explain(run: str | list[str], images: list[str], out: Path, force: bool = False, seed: int = 0,
+            form: str = "abs") -> list[Path]:
+    """One binary run, or the one-vs-rest runs of a multi-class data set (see `checkpoints`).
+    `form`: the saliency map's form (evaluate.saliency.COUNTERFACTUAL_FORMS; abs is the paper's
+    |x - G(x)|; the saliency table's note names the form chosen on val for each run)."""
+    if form not in COUNTERFACTUAL_FORMS:
+        raise UserError(f"--form {form}: not a map form; choose one of {', '.join(COUNTERFACTUAL_FORMS)}")
     ckpts = [load_checkpoint(p) for p in checkpoints([run] if isinstance(run, str) else list(run))]
     cx = resolve(ckpts[0]["params"])  # the run's own compute block; CFGAN_DEVICE overrides its device
     models = [load_gan(ckpt, cx) for ckpt in ckpts]
@@ -121,7 +131,7 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
         targets.append(files)
     out.mkdir(parents=True, exist_ok=True)
     x = inputs(arrays, size)
-    results = [_model_outputs(g, d, ckpt, x, seed, cx) for g, d, ckpt in models]
+    results = [_model_outputs(g, d, ckpt, x, seed, cx, form) for g, d, ckpt in models]
     written = []
     for i, (path, files) in enumerate(zip(images, targets)):
         per_class, reasons_all, flags = {}, [], []
@@ -132,7 +142,7 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
             ood, reasons = assess({k: v[i] for k, v in res["ood_values"].items()}, ckpt["summary"].get("ood"))
             reasons = [f"{defect}: {r}" for r in reasons] if multi else reasons
             reasons_all += reasons
-            _figure(x[i], cf, res["saliency"][i], ood, reasons, sal_png, f"without {defect}" if multi else "")
+            _figure(x[i], cf, res["saliency"][i], ood, reasons, sal_png, f"without {defect}" if multi else "", form)
             flags.append(ood)
             d_probs, g_probs, d_logits = res["d_probs"][i], res["g_probs"][i], res["d_logits"][i]
             real = d_logits[:2].softmax(0)  # from the logits: exact when D is sure the image is fake
@@ -144,7 +154,7 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
                 "d_probabilities_3class": {"real_undamaged": float(d_probs[0]), "real_damaged": float(d_probs[1]),
                                            "fake": float(d_probs[2])},
                 "g_head_probabilities": {"undamaged": float(g_probs[0]), "damaged": float(g_probs[1])},
-                "saliency_mean": float(res["saliency"][i].mean()), "counterfactual": str(cf_png), "saliency_figure": str(sal_png),
+                "saliency_form": form, "saliency_mean": float(res["saliency"][i].mean()), "counterfactual": str(cf_png), "saliency_figure": str(sal_png),
             }
         record = {"image": str(path), "size": list(arrays[i].shape[1::-1]), "resized_to": size}
         if multi:  # the multi-class decision of evaluate/multiclass.py: most confident D above even odds

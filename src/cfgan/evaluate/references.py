@@ -115,11 +115,12 @@ def _reference_maps(params, manifest: Path, defect: str | None):
 
 def save_saliency_examples(path: Path, tasks_maps: dict) -> None:
     """The first damaged test crops of each task with every method's maps on them: keys `x`,
-    `mask`, `<method>` for binary data; with `__<class>` appended per defect class otherwise."""
+    `mask`, `<method>` for binary data; with `__<class>` appended per defect class otherwise. A string
+    value (`<method>_form`: the map form chosen on val) is stored as it is."""
     arrays = {}
     for defect, (test, maps) in tasks_maps.items():
         idx = torch.nonzero(test.labels == 1).flatten()[:N_EXAMPLES].numpy()
         tag = f"__{defect}" if defect else ""
         arrays.update({f"x{tag}": test.images[idx].numpy(), f"mask{tag}": test.masks[idx].numpy(),
-                       **{f"{name}{tag}": m[idx] for name, m in maps.items()}})
+                       **{f"{name}{tag}": np.array(m) if isinstance(m, str) else m[idx] for name, m in maps.items()}})
     np.savez_compressed(path, **arrays)

@@ -209,6 +209,8 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
                                     cfg["quantiles"], extra + run_note)
             rows += new
             example_maps[method] = test_maps
+            if len(forms) > 1:  # figure 4 names the form it shows (the paper's one form: nothing to say)
+                example_maps[f"{method}_form"] = form
             if method == "counterfactual" and cfg.get("fusion", False):
                 rows += _fusion_rows(val_maps[vmask], test_maps, val, test, vmask, tmask, cfg, f"; its map form '{form}'" + extra + run_note)
             if method == "segmenter":  # a crop is called damaged when its predicted mask is not empty

@@ -31,6 +31,13 @@ def _examples(path: Path, defect: str | None, keys: tuple[str, ...]) -> dict:
         return {k: f[k + tag] for k in keys}
 
 
+def _chosen_forms(path: Path, defects: list[str | None], method: str) -> list[str]:
+    """The map forms a saliency examples file says were chosen on val (files from before 2026-12-02
+    hold none: the paper's abs)."""
+    with np.load(path) as f:
+        return sorted({str(f[key]) if (key := f"{method}_form" + (f"__{d}" if d else "")) in f else "abs" for d in defects})
+
+
 def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
     ev = {kind: sorted((evaluations / kind).glob("*.csv")) for kind in
           ("fid", "classification", "robustness", "uncertainty", "saliency", "multiclass")}
@@ -84,11 +91,13 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
         gan = [_examples(ex / f"{run}_saliency.npz", d, ("x", "mask", "counterfactual", "gradcam")) for d, run in shown]
         others = {name: [_examples(ex / f"{file}_saliency.npz", d, (key,))[key] for d, _ in shown]
                   for name, (file, key) in sources.items() if (ex / f"{file}_saliency.npz").exists()}
+        forms = {m: sorted({f for d, run in shown for f in _chosen_forms(ex / f"{run}_saliency.npz", [d], m)})
+                 for m in ("counterfactual", "gradcam")}
         figures.fig4_saliency({k: np.concatenate([g[k] for g in gan]) for k in gan[0]}, fdir / "fig4_saliency.png",
                               f"Saliency of {showcase}" + (f" per defect class ({', '.join(defects)})" if defects else "")
                               + ": counterfactual vs Grad-CAM vs segmenters and references",
                               {name: np.concatenate(maps) for name, maps in others.items()},
-                              [d for (d, _), g in zip(shown, gan) for _ in g["x"]] if defects else None)
+                              [d for (d, _), g in zip(shown, gan) for _ in g["x"]] if defects else None, forms)
         figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
         written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
     write_json(out / "metrics.json", metrics.headline(cls, rob, unc, sal))

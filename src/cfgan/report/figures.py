@@ -80,14 +80,26 @@ def fig3_sweep(rob: pd.DataFrame, attack: str, path: Path, xlabel: str, trivial:
     _save(fig, path)
 
 
+FORM_LABELS = {"abs": "|x-G(x)|", "dark": "darker than G(x)", "bright": "brighter than G(x)", "both": "|grey(x-G(x))|",
+               "per_crop": "per-crop min-max", "absolute": "absolute"}
+
+
+def _form_label(forms: list[str]) -> str:
+    return ", ".join(FORM_LABELS.get(f.removesuffix("-decast"), f) + (" decast" if f.endswith("-decast") else "") for f in forms)
+
+
 def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, np.ndarray] | None = None,
-                  row_labels: list[str] | None = None) -> None:
+                  row_labels: list[str] | None = None, forms: dict[str, list[str]] | None = None) -> None:
     """Input, ground truth, the GAN's counterfactual map, Grad-CAM on its D, and (when given)
-    the supervised segmenters' probability maps on the same crops."""
+    the supervised segmenters' probability maps on the same crops. `forms`: the map form (and
+    Grad-CAM scaling) each column shows, as chosen on val; absent: the paper's |x - G(x)|."""
     x, mask = examples["x"], examples["mask"]
+    forms = {"counterfactual": ["abs"], "gradcam": ["per_crop"], **(forms or {})}
     cols = [("input", lambda i: _img(x[i]), None), ("ground truth", lambda i: mask[i], "gray"),
-            ("counterfactual |x-G(x)|", lambda i: examples["counterfactual"][i], "magma"),
-            ("Grad-CAM", lambda i: examples["gradcam"][i], "magma")]
+            ("counterfactual" + (" " if forms["counterfactual"] == ["abs"] else "\n") + _form_label(forms["counterfactual"]),
+             lambda i: examples["counterfactual"][i], "magma"),
+            ("Grad-CAM" + ("" if forms["gradcam"] == ["per_crop"] else f"\n{_form_label(forms['gradcam'])}"),
+             lambda i: examples["gradcam"][i], "magma")]
     for name, maps in (segmenters or {}).items():
         cols.append((name, lambda i, m=maps: m[i], "magma"))
     fig, axes = plt.subplots(len(x), len(cols), figsize=(1.8 * len(cols), 1.8 * len(x)), squeeze=False)

@@ -25,6 +25,7 @@ from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
 from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything
+from .diffaugment import AugmentedD
 from .losses import discriminator_loss, generator_losses
 
 # A run is reported as collapsed when, at its selected step on val, ...
@@ -89,9 +90,12 @@ def collapse_signs(row: dict) -> list[str]:
     return signs
 
 
-def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, compute: Compute) -> dict:
+def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, compute: Compute,
+             regularize: bool = True) -> dict:
     """One D update (eq. 1) and, when `update_g`, one G update (eq. 2-6). Returns the losses as
     0-d tensors (read them when logging: on a GPU every `.item()` waits for the device).
+    `regularize`: this step pays `train.loss.r1` (lazily, as StyleGAN2 does: on every
+    `train.r1_every`-th step, at that many times the weight; its double backward is D's dearest part).
 
     G runs once per step. On a G-update step that pass keeps its graph: D learns from the
     counterfactual (detached), then G's loss scores the same counterfactual through the updated D.
@@ -99,8 +103,10 @@ def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, c
     noise draw; dropping it saved a third of G's cost on those steps.)"""
     with compute.autocast(), torch.set_grad_enabled(update_g):
         x_cf, logits = g(x)
+    critic = training_critic(d, cfg)
     with compute.autocast():
-        loss_d = discriminator_loss(d, x, y, x_cf)
+        r1 = cfg["loss"].get("r1", 0.0) * cfg.get("r1_every", 1) if regularize else 0.0
+        loss_d = discriminator_loss(critic, x, y, x_cf, r1)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -108,6 +114,13 @@ def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, c
     if update_g:
         out.update(generator_step(g, d, opt_g, x, y, cfg, cycles, compute, (x_cf, logits)))
     return out
+
+
+def training_critic(d, cfg: dict):
+    """D as the adversarial losses see it in training: behind `train.diffaugment`'s transforms when
+    that is set (real and generated images alike), D itself otherwise."""
+    policies = cfg.get("diffaugment", [])
+    return AugmentedD(d, policies) if policies else d
 
 
 class MixedBatchD(torch.nn.Module):
@@ -137,7 +150,7 @@ def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int, compute: Compute, 
     saved = {k: b.clone() for k, b in d.named_buffers()}
     d.requires_grad_(False)
     d.train(mode == "mixed")
-    critic = MixedBatchD(d, x) if mode == "mixed" else d
+    critic = MixedBatchD(training_critic(d, cfg), x) if mode == "mixed" else training_critic(d, cfg)
     try:
         with compute.autocast():
             x_cf, logits = g(x) if forward is None else forward
@@ -259,7 +272,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
         x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
         schedule_lr(opt_g, opt_d, cfg, step)
         update_g = (step + 1) % cfg["g_every"] == 0
-        row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g, cx)}
+        regularize = step % cfg.get("r1_every", 1) == 0
+        row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g, cx, regularize)}
         if ema is not None and update_g:
             update_ema(ema, g, decay)
         pending.append(row)

@@ -8,13 +8,24 @@ import torch.nn.functional as F
 FAKE = 2
 
 
-def discriminator_loss(d, x, y, x_cf) -> torch.Tensor:
-    """Eq. 1: real images to their class, counterfactuals to 'fake'."""
+def discriminator_loss(d, x, y, x_cf, r1: float = 0.0) -> torch.Tensor:
+    """Eq. 1: real images to their class, counterfactuals to 'fake'.
+
+    `r1` > 0 (train.loss.r1; not in the paper): plus r1 / 2 x the mean over real crops of the squared
+    gradient norm, with respect to the crop, of D's loss on it: the R1 penalty of Mescheder et al.
+    (ICML 2018), taken of D's three-class cross-entropy of real crops rather than of a realness logit,
+    so it flattens D's class decision around the data as well (double backpropagation, Drucker and
+    LeCun 1992; Ross and Doshi-Velez 2018: a classifier harder to flip with small perturbations)."""
     # One forward over real and fake together: batch-norm statistics in training then match the
     # running statistics used at evaluation (separate batches made D's eval-mode accuracy collapse).
-    logits = d(torch.cat([x, x_cf.detach()]))
+    real = x.detach().requires_grad_(True) if r1 > 0 else x
+    logits = d(torch.cat([real, x_cf.detach()]))
     n = len(x)
-    return F.cross_entropy(logits[:n], y) + F.cross_entropy(logits[n:], torch.full_like(y, FAKE))
+    loss = F.cross_entropy(logits[:n], y) + F.cross_entropy(logits[n:], torch.full_like(y, FAKE))
+    if r1 > 0:
+        grad, = torch.autograd.grad(F.cross_entropy(logits[:n].float(), y, reduction="sum"), real, create_graph=True)
+        loss = loss + r1 / 2 * grad.float().pow(2).flatten(1).sum(1).mean()
+    return loss
 
 
 def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, cycle_weights: list[float]) -> dict:
