@@ -68,8 +68,11 @@ def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_fr
         files = yaml.safe_load(open(config)).get("configfile")
         if files:  # (default and slurm add params through their own overlays or none)
             loaded[config.split("/")[2]] = load_params(files)
-    assert {"crackforest", "crackforest-paper", "tiny"} <= set(loaded)
-    method, paper = loaded["crackforest"], loaded["crackforest-paper"]
-    assert method["method"] == "roundtrip" and "method" not in paper
-    assert set(method["run_datasets"]).isdisjoint(paper["run_datasets"])  # results/<data set> of their own
-    assert method["train"]["steps"] == paper["train"]["steps"] and method["train"]["lr_d"] == paper["train"]["lr_d"]
+    assert {"crackforest", "crackforest-paper", "apples", "apples-paper", "tiny"} <= set(loaded)
+    for name in ("crackforest", "apples"):
+        method, paper = loaded[name], loaded[f"{name}-paper"]
+        assert method["method"] == "roundtrip" and "method" not in paper
+        assert set(method["run_datasets"]).isdisjoint(paper["run_datasets"])  # results/<data set> of their own
+        assert method["train"]["steps"] == paper["train"]["steps"] and method["train"]["lr_d"] == paper["train"]["lr_d"]
+        own, twin = (p["datasets"][p["run_datasets"][0]] for p in (method, paper))
+        assert own["crop"] == twin["crop"] and own["source"] == twin["source"]  # the same photos, cut the same way
