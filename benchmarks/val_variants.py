@@ -102,10 +102,10 @@ def main(argv=None) -> None:
             row = {"variant": name, "run": run, "precision": cx.precision, "seconds": round(time.time() - t0),
                    "selected_step": summary["best_step"], "collapse": summary["collapse"],
                    **{k: round(v, 3) for k, v in summary["val"].items()}}
+            g, d, _ = gan.load_gan(out / "checkpoint.pt", cx)  # once, for the attacks and the maps
             if args.pgd:
-                row.update(pgd_f1(robustness.RealLogits(gan.load_gan(out / "checkpoint.pt", cx)[1]), cx))
+                row.update(pgd_f1(robustness.RealLogits(d), cx))
             if val.masks is not None:
-                g, _, _ = gan.load_gan(out / "checkpoint.pt", cx)
                 for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
                     with cx.autocast():  # at the variant's precision, as the saliency step would draw them
                         maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"],
