@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from cfgan.compute import resolve
-from cfgan.config import deep_merge, load_params, validate
+from cfgan.config import deep_merge, load_params, run_defect, validate
 from cfgan.data.datasets import load_split
 from cfgan.evaluate import robustness, saliency
 from cfgan.evaluate.references import choose_form
@@ -67,29 +67,46 @@ def main(argv=None) -> None:
                                    "under the same --pgd attacks, printed once: the reference D is to beat")
     args = ap.parse_args(argv)
     base = load_params(args.params)
-    val = load_split(args.manifest, "val")
-    attacked = robustness.stratified_subset(val, base["evaluate"].get("robustness_crops"), base["seed"])
+    tasks = {}  # defect class (None: binary) -> its val split, the attacked subset, local_contrast's maps
 
-    def pgd_f1(classifier, cx) -> dict:
+    def task(run: str) -> dict:
+        """A run's own val task: a one-vs-rest run (`-k{class}`) reads only its class's crops and
+        the undamaged ones, as training and the evaluation steps do."""
+        defect = run_defect(run)
+        if defect not in tasks:
+            val = load_split(args.manifest, "val", defect=defect)
+            tasks[defect] = {"val": val, "damaged": (val.labels == 1).numpy(),
+                             "attacked": robustness.stratified_subset(val, base["evaluate"].get("robustness_crops"), base["seed"])}
+            if args.fusion and val.masks is not None:
+                tasks[defect]["lc"] = reference_maps(val, tasks[defect]["damaged"], defect)
+        return tasks[defect]
+
+    def pgd_f1(classifier, cx, attacked) -> dict:
         cfg = {**base["evaluate"], "pgd": {**base["evaluate"]["pgd"], "step_sizes": args.pgd}, "noise": {"stds": []}}
         rows = robustness.sweep(attacked, classifier, None, cfg, base["evaluate"]["batch_size"], base["seed"], cx.device)
         return {f"val_f1_{r['condition']}": round(r["value"], 3) for r in rows if r["metric"] == "f1"}
 
-    if args.pgd and args.twin:
-        cx = resolve(base)
-        twin, _ = load_baseline(args.twin, cx)
-        print(json.dumps({"variant": "plain twin (reference)", "checkpoint": args.twin, **pgd_f1(twin, cx)}), flush=True)
-    damaged = (val.labels == 1).numpy()
     quantiles = base["evaluate"]["saliency"]["quantiles"]
-    if args.fusion and val.masks is not None:
+
+    def reference_maps(val, damaged, defect):
+        """local_contrast's maps of the damaged val crops, its polarity chosen on val (printed once per task)."""
         lc_cfg = base["evaluate"]["saliency"]["local_contrast"]
         candidates = {p: saliency.local_contrast_maps(val.images[damaged], lc_cfg["sigma_narrow"], lc_cfg["sigma_wide"], p)
                       for p in saliency.POLARITIES}
         polarity = choose_form(candidates, val.masks.numpy()[damaged], quantiles)
-        lc = candidates[polarity]
-        print(json.dumps({"variant": "local_contrast (no training)", "polarity": polarity,
-                          "val_iou": round(choose_threshold(lc, val.masks.numpy()[damaged], quantiles)[1], 3)}), flush=True)
+        print(json.dumps({"variant": "local_contrast (no training)", **({"defect": defect} if defect else {}), "polarity": polarity,
+                          "val_iou": round(choose_threshold(candidates[polarity], val.masks.numpy()[damaged], quantiles)[1], 3)}),
+              flush=True)
+        return candidates[polarity]
+
+    if args.pgd and args.twin:
+        cx = resolve(base)
+        twin, _ = load_baseline(args.twin, cx)
+        print(json.dumps({"variant": "plain twin (reference)", "checkpoint": args.twin,
+                          **pgd_f1(twin, cx, task(args.run[0])["attacked"])}), flush=True)
     for run in args.run:
+        val, damaged = task(run)["val"], task(run)["damaged"]
+        lc = task(run).get("lc")
         for name, override in map(parse_variant, args.variant):
             params = validate(deep_merge(base, override), f"variant {name}")
             cx = resolve(params)
@@ -104,7 +121,7 @@ def main(argv=None) -> None:
                    **{k: round(v, 3) for k, v in summary["val"].items()}}
             g, d, _ = gan.load_gan(out / "checkpoint.pt", cx)  # once, for the attacks and the maps
             if args.pgd:
-                row.update(pgd_f1(robustness.RealLogits(d), cx))
+                row.update(pgd_f1(robustness.RealLogits(d), cx, task(run)["attacked"]))
             if val.masks is not None:
                 for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
                     with cx.autocast():  # at the variant's precision, as the saliency step would draw them

@@ -60,6 +60,38 @@ def test_val_variants_trains_each_variant_and_prints_val_figures_only(small_mani
     assert twin["variant"] == "plain twin (reference)" and abs(again[0]["val_f1_pgd=0.0"] - again[0]["val_f1_d"]) < 0.1  # unattacked: D's own val F1
 
 
+def test_val_variants_reads_a_one_vs_rest_runs_own_task(tmp_path, capsys, monkeypatch):
+    """A `-k{class}` run of a multi-class manifest is screened on its class's val crops and the
+    undamaged ones, as it is trained and evaluated (not on every class's crops)."""
+    import io
+    import json
+    import pandas as pd
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import val_variants
+    from cfgan.data.crop import crop_split
+    from cfgan.data.index import scan
+    from cfgan.data.split import assign_splits
+    from test_multiclass_data import CLASSES, _class_id_set
+    layout = _class_id_set(tmp_path / "raw")
+    split = assign_splits(scan(tmp_path / "raw", layout).frame, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=0)
+    split = pd.read_csv(io.StringIO(split.to_csv(index=False)), keep_default_na=False)  # as the CLI reads it
+    crop_split(split, tmp_path / "out", {"mode": "tile", "crop_size": 32, "stride": 32, "image_size": 32,
+                                         "damaged_min_fraction": 0.01}, 0, CLASSES).to_csv(tmp_path / "out/manifest.csv", index=False)
+    asked = []
+    real_load = val_variants.load_split
+    monkeypatch.setattr(val_variants, "load_split", lambda *a, **k: asked.append(k.get("defect")) or real_load(*a, **k))
+    overlay = tmp_path / "small.yaml"
+    overlay.write_text("generator: {cnn_unet: {width: 8, depth: 2}}\ndiscriminator: {resnet3: {width: 8}}\n"
+                       "train: {steps: 2, batch_size: 8, val_every: 2}\nevaluate: {batch_size: 32}\n")
+    val_variants.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(tmp_path / "out/manifest.csv"),
+                       "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-kscratches-s0", "--out", str(tmp_path / "v"),
+                       "--variant", "a=", "--fusion"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert asked == ["scratches"]
+    assert lines[0]["variant"] == "local_contrast (no training)" and lines[0]["defect"] == "scratches"
+    assert lines[1]["run"] == "cnn_unet-resnet3-c0-kscratches-s0" and 0 <= lines[1]["val_iou_abs"] <= 1
+
+
 @pytest.mark.slow
 def test_fault_campaign_quick_mode_survives_every_kill(tiny_run):
     """Two SIGKILLs of Snakemake and one of dvc repro at seeded moments; every table as the

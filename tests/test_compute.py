@@ -30,6 +30,33 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_matrix_units(monkeyp
     assert resolve({"compute": {"precision": "bf16"}}).channels_last
 
 
+def test_channels_last_auto_follows_bf16_and_an_explicit_setting_wins(monkeypatch):
+    monkeypatch.delenv(compute.ENV_DEVICE, raising=False)
+    monkeypatch.setattr(compute, "cpu_has_bf16_matrix_units", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not resolve({"compute": {"channels_last": "auto"}}).channels_last          # fp32 on a CPU
+    assert resolve({"compute": {"channels_last": True}}).channels_last                # narrow models in fp32
+    assert not resolve({"compute": {"precision": "bf16", "channels_last": False}}).channels_last
+    with pytest.raises(UserError, match="compute.channels_last is 'yes'; allowed values: auto, true, false"):
+        resolve({"compute": {"channels_last": "yes"}})
+    model = resolve({"compute": {"channels_last": True}}).prepare(torch.nn.Conv2d(3, 4, 3))
+    assert model.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_bf16_forced_on_a_cpu_without_bf16_units_warns_once(monkeypatch, capsys, amx):
+    """There torch emulates bf16 (tens of times slower than fp32): the user is told, once, on stderr."""
+    monkeypatch.delenv(compute.ENV_DEVICE, raising=False)
+    monkeypatch.setattr(compute, "cpu_has_bf16_matrix_units", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(compute, "_warned_emulated", False)
+    for _ in range(2):
+        assert resolve({"compute": {"precision": "bf16"}}).precision == "bf16"
+    resolve({"compute": {"precision": "auto"}})
+    err = capsys.readouterr().err
+    assert err.count("WARNING compute.precision: bf16 on a CPU without bf16 matrix units") == (0 if amx else 1)
+
+
 def test_cuda_asked_for_where_there_is_none_is_an_error_naming_what_is_missing(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv(compute.ENV_DEVICE, raising=False)

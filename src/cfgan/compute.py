@@ -11,14 +11,19 @@ statistics and gradients stay fp32, the matrix products and convolutions run in 
 saliency maps and their thresholds are computed in fp32 (the model outputs are cast back before
 any of them), and the VQ codebook distances disable autocast (models/quantize.py).
 
-Channels-last goes with bf16 and with the GPU: measured on this 2-core AMX CPU (benchmarks/README.md),
-one bf16 3x3 convolution ran 6.8x faster channels-last than channels-first, while fp32 ran slower
-channels-last (CNN UNet x ResNet18 at 224 px: 36.3 vs 27.2 s per step).
+`compute.channels_last`: `auto` puts models (and so their activations) channels-last with bf16 and
+on a GPU: measured on a 2-core AMX CPU (benchmarks/README.md), one bf16 3x3 convolution ran 6.8x
+faster channels-last than channels-first, while fp32 ran slower channels-last (CNN UNet x ResNet18
+at 224 px: 36.3 vs 27.2 s per step). In fp32 on a CPU it depends on the models' width, so `auto`
+leaves it off there and a profile of narrow models sets `true`: on a 2-core AVX2 CPU (2026-12-03),
+the width-16 CNN UNet x ResNet3 step ran x1.19 faster channels-last at 32 px on one thread and
+x1.20 at 48 px on two, while params.yaml's width-64 models at 224 px ran x0.91 (slower).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +150,23 @@ def _fp32_forward(forward):
     return wrapped
 
 
+_warned_emulated = False
+
+
+def warn_emulated_bf16() -> None:
+    """Once per process, on stderr: bf16 asked for on a CPU without bf16 matrix units. There
+    torch emulates bf16 products with conversions (measured 2026-12-03 on a 2-core AMD EPYC with
+    AVX2 only: a 1024 x 1024 matmul at 0.9 GFLOP/s in bf16 against 52 in fp32), so a run is tens of
+    times slower than at fp32. A warning, not an error: bf16 may be wanted to repeat an AMX
+    machine's numbers bit for bit."""
+    global _warned_emulated
+    if not _warned_emulated:
+        _warned_emulated = True
+        print("WARNING compute.precision: bf16 on a CPU without bf16 matrix units (no AMX): torch emulates it, "
+              "tens of times slower than fp32; set compute.precision to auto or fp32 unless you need bf16's numbers",
+              file=sys.stderr)
+
+
 def resolve(params: dict | None) -> Compute:
     """The Compute of a step's params (`compute.device`, `compute.precision`; both `auto` when absent)."""
     cfg = (params or {}).get("compute", {}) or {}
@@ -163,5 +185,10 @@ def resolve(params: dict | None) -> Compute:
         raise UserError(f"compute.precision is {precision!r}; allowed values: {', '.join(PRECISIONS)}")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" or cpu_has_bf16_matrix_units() else "fp32"
-    return Compute(device, precision, channels_last=precision == "bf16" or device.type == "cuda",
+    elif precision == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
+        warn_emulated_bf16()
+    layout = cfg.get("channels_last", "auto")
+    if layout not in ("auto", True, False):
+        raise UserError(f"compute.channels_last is {layout!r}; allowed values: auto, true, false")
+    return Compute(device, precision, channels_last=(precision == "bf16" or device.type == "cuda") if layout == "auto" else layout,
                    fp32_image_layers=bool(cfg.get("fp32_image_layers", False)))
