@@ -105,8 +105,8 @@ def main(argv=None) -> None:
         print(json.dumps({"variant": "plain twin (reference)", "checkpoint": args.twin,
                           **pgd_f1(twin, cx, task(args.run[0])["attacked"])}), flush=True)
     for run in args.run:
-        val, damaged = task(run)["val"], task(run)["damaged"]
-        lc = task(run).get("lc")
+        own = task(run)
+        val, damaged, lc = own["val"], own["damaged"], own.get("lc")
         for name, override in map(parse_variant, args.variant):
             params = validate(deep_merge(base, override), f"variant {name}")
             cx = resolve(params)
@@ -121,7 +121,7 @@ def main(argv=None) -> None:
                    **{k: round(v, 3) for k, v in summary["val"].items()}}
             g, d, _ = gan.load_gan(out / "checkpoint.pt", cx)  # once, for the attacks and the maps
             if args.pgd:
-                row.update(pgd_f1(robustness.RealLogits(d), cx, task(run)["attacked"]))
+                row.update(pgd_f1(robustness.RealLogits(d), cx, own["attacked"]))
             if val.masks is not None:
                 for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
                     with cx.autocast():  # at the variant's precision, as the saliency step would draw them

@@ -49,7 +49,7 @@ def test_bf16_forced_on_a_cpu_without_bf16_units_warns_once(monkeypatch, capsys,
     monkeypatch.delenv(compute.ENV_DEVICE, raising=False)
     monkeypatch.setattr(compute, "cpu_has_bf16_matrix_units", lambda: amx)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(compute, "_warned_emulated", False)
+    compute.warn_emulated_bf16.cache_clear()
     for _ in range(2):
         assert resolve({"compute": {"precision": "bf16"}}).precision == "bf16"
     resolve({"compute": {"precision": "auto"}})

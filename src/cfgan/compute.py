@@ -22,6 +22,7 @@ x1.20 at 48 px on two, while params.yaml's width-64 models at 224 px ran x0.91 (
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from contextlib import nullcontext
@@ -150,21 +151,16 @@ def _fp32_forward(forward):
     return wrapped
 
 
-_warned_emulated = False
-
-
+@functools.cache  # once per process
 def warn_emulated_bf16() -> None:
     """Once per process, on stderr: bf16 asked for on a CPU without bf16 matrix units. There
     torch emulates bf16 products with conversions (measured 2026-12-03 on a 2-core AMD EPYC with
     AVX2 only: a 1024 x 1024 matmul at 0.9 GFLOP/s in bf16 against 52 in fp32), so a run is tens of
     times slower than at fp32. A warning, not an error: bf16 may be wanted to repeat an AMX
     machine's numbers bit for bit."""
-    global _warned_emulated
-    if not _warned_emulated:
-        _warned_emulated = True
-        print("WARNING compute.precision: bf16 on a CPU without bf16 matrix units (no AMX): torch emulates it, "
-              "tens of times slower than fp32; set compute.precision to auto or fp32 unless you need bf16's numbers",
-              file=sys.stderr)
+    print("WARNING compute.precision: bf16 on a CPU without bf16 matrix units (no AMX): torch emulates it, "
+          "tens of times slower than fp32; set compute.precision to auto or fp32 unless you need bf16's numbers",
+          file=sys.stderr)
 
 
 def resolve(params: dict | None) -> Compute:
