@@ -88,6 +88,20 @@ def tiny_run(tmp_path_factory):
     return work, proc, time.perf_counter() - start
 
 
+@pytest.fixture(scope="session")
+def fault_campaign(tiny_run, tmp_path_factory):
+    """`benchmarks/faults.py --quick` against the shared tiny run, its folders kept: (the finished
+    process, the DVC chain's folder). That chain ends in a finished `dvc repro` of the tiny dvc.yaml
+    (git and DVC initialised, killed once and resumed, its tables equal to the Snakemake run's), so
+    the DVC test goes on from it instead of running the whole pipeline a fourth time in CI."""
+    reference, finished, seconds = tiny_run
+    assert finished.returncode == 0, finished.stderr[-3000:]  # else faults.py would wait for its tables forever
+    keep = tmp_path_factory.mktemp("faults") / "campaign"
+    proc = subprocess.run([sys.executable, "benchmarks/faults.py", "--quick", "--reference", str(reference),
+                           "--duration", f"{seconds:.0f}", "--keep", str(keep)], cwd=ROOT, capture_output=True, text=True)
+    return proc, keep / "dvc"
+
+
 @pytest.fixture
 def small_manifest(tmp_path, write_params):
     """A tiny synthetic data set through the CLI's data steps; returns (train params, manifest)."""

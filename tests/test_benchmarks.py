@@ -93,13 +93,10 @@ def test_val_variants_reads_a_one_vs_rest_runs_own_task(tmp_path, capsys, monkey
 
 
 @pytest.mark.slow
-def test_fault_campaign_quick_mode_survives_every_kill(tiny_run):
+def test_fault_campaign_quick_mode_survives_every_kill(fault_campaign):
     """Two SIGKILLs of Snakemake and one of dvc repro at seeded moments; every table as the
     uninterrupted run's (the session's shared tiny run, so CI runs the tiny profile once less)."""
-    reference, finished, seconds = tiny_run
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    proc = subprocess.run([sys.executable, "benchmarks/faults.py", "--quick", "--reference", str(reference),
-                           "--duration", f"{seconds:.0f}"], cwd=ROOT, capture_output=True, text=True)
+    proc, _ = fault_campaign
     assert "faults survived: 3/3" in proc.stdout and "differences: none" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0
 
