@@ -76,3 +76,10 @@ def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_fr
         assert method["train"]["steps"] == paper["train"]["steps"] and method["train"]["lr_d"] == paper["train"]["lr_d"]
         own, twin = (p["datasets"][p["run_datasets"][0]] for p in (method, paper))
         assert own["crop"] == twin["crop"] and own["source"] == twin["source"]  # the same photos, cut the same way
+    # the r1 profiles run a method beside another profile's rows: their own results, the same photos cut the same way
+    for name, beside in (("crackforest-r1", "crackforest"), ("neu-r1", "neu")):
+        method, other = loaded[name], loaded[beside]
+        assert method["method"] == "roundtrip-r1" and method["method"] != other.get("method")
+        assert set(method["run_datasets"]).isdisjoint(other["run_datasets"])
+        own, twin = (p["datasets"][p["run_datasets"][0]] for p in (method, other))
+        assert own["crop"] == twin["crop"] and own["source"] == twin["source"]
