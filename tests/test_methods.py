@@ -72,14 +72,16 @@ def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_fr
     for name in ("crackforest", "apples"):
         method, paper = loaded[name], loaded[f"{name}-paper"]
         assert method["method"] == "roundtrip" and "method" not in paper
-        assert set(method["run_datasets"]).isdisjoint(paper["run_datasets"])  # results/<data set> of their own
         assert method["train"]["steps"] == paper["train"]["steps"] and method["train"]["lr_d"] == paper["train"]["lr_d"]
-        own, twin = (p["datasets"][p["run_datasets"][0]] for p in (method, paper))
-        assert own["crop"] == twin["crop"] and own["source"] == twin["source"]  # the same photos, cut the same way
-    # the r1 profiles run a method beside another profile's rows: their own results, the same photos cut the same way
+        _assert_beside(method, paper)
     for name, beside in (("crackforest-r1", "crackforest"), ("neu-r1", "neu")):
         method, other = loaded[name], loaded[beside]
         assert method["method"] == "roundtrip-r1" and method["method"] != other.get("method")
-        assert set(method["run_datasets"]).isdisjoint(other["run_datasets"])
-        own, twin = (p["datasets"][p["run_datasets"][0]] for p in (method, other))
-        assert own["crop"] == twin["crop"] and own["source"] == twin["source"]
+        _assert_beside(method, other)
+
+
+def _assert_beside(method: dict, other: dict) -> None:
+    """A profile whose rows stand beside another's: results/<data set> of its own, the same photos cut the same way."""
+    assert set(method["run_datasets"]).isdisjoint(other["run_datasets"])
+    own, twin = (p["datasets"][p["run_datasets"][0]] for p in (method, other))
+    assert own["crop"] == twin["crop"] and own["source"] == twin["source"]
