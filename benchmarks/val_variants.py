@@ -122,11 +122,12 @@ def main(argv=None) -> None:
             g, d, _ = gan.load_gan(out / "checkpoint.pt", cx)  # once, for the attacks and the maps
             if args.pgd:
                 row.update(pgd_f1(robustness.RealLogits(d), cx, own["attacked"]))
+            forms = [f for f in args.forms if not f.endswith("-keep") or getattr(g, "keep_mode", False)]  # -keep: keep-mode G only
             if val.masks is not None:
                 for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
                     with cx.autocast():  # at the variant's precision, as the saliency step would draw them
                         maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"],
-                                                            cx.device, sigma=sigma, forms=args.forms)
+                                                            cx.device, sigma=sigma, forms=forms)
                     suffix = f"_smooth{sigma:g}" if sigma else ""
                     scores = {form: choose_threshold(m[damaged], val.masks.numpy()[damaged], quantiles)[1] for form, m in maps.items()}
                     for form, iou in scores.items():

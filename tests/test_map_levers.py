@@ -180,3 +180,30 @@ def test_figure_4_names_the_map_form_chosen_on_val_and_old_example_files_read_as
         examples = {k: f[k] for k in ("x", "mask", "counterfactual", "gradcam")}
     fig4_saliency(examples, tmp_path / "fig4.png", "t", forms={"counterfactual": ["dark-decast"], "gradcam": ["absolute"]})
     assert (tmp_path / "fig4.png").stat().st_size > 0
+
+
+def test_keep_mode_trains_the_keep_pass_to_the_identity_and_keep_forms_cancel_what_both_modes_draw():
+    torch.manual_seed(0)
+    g, d = CNNUNet(16, width=8, depth=2, noise_dim=4, keep_mode=True), ResNet3(3, width=8)
+    x, y = torch.rand(4, 3, 16, 16) * 0.5 + 0.25, torch.tensor([0, 1, 0, 1])
+    z = torch.randn(4, 4)
+    with pytest.raises(ValueError, match="keep_mode"):
+        CNNUNet(16, width=8, depth=2, noise_dim=4)(x, z, keep=True)
+    with torch.no_grad():
+        g.to_image.bias.fill_(0.1)            # both modes draw the same cast: the -keep forms cancel it
+    g.eval()
+    x_cf, x_keep = g(x, z)[0], g(x, z, keep=True)[0]
+    assert saliency.counterfactual_form(x, x_cf, "abs").mean() > 0.05
+    assert saliency.counterfactual_form(x, x_cf, "abs-keep", x_keep).abs().max() < 0.02
+    with pytest.raises(ValueError, match="keep_mode"):
+        saliency.counterfactual_form(x, x_cf, "dark-keep")
+    g.train()
+    weights = {"adversarial": 0.0, "auxiliary": 0.0, "l1": 0.0, "cycle": 0.0, "vq": 0.0, "identity": 1.0}
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):                       # the identity term alone: G(x, keep) is pulled back to x
+        out = generator_losses(g, d, x, y, *g(x), weights, 0, [1.0])
+        first = out["identity"].item() if first is None else first
+        opt.zero_grad(); out["total"].backward(); opt.step()
+    assert set(out) == {"adversarial", "auxiliary", "l1", "cycle", "vq", "identity", "total"}
+    assert out["identity"].item() < 0.3 * first

@@ -59,16 +59,18 @@ def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int, cx: Compute, form: st
     z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad(), cx.autocast():
         x_cf, g_logits = g(x.to(cx.device), z.to(cx.device))
+        x_keep = g(x.to(cx.device), z.to(cx.device), keep=True)[0].float().cpu() if form.endswith("-keep") else None
         o = outputs(g, d, x, seed, dev=cx.device)  # D's logits come from here: one D pass over the images, not two
     x_cf, g_logits = x_cf.float().cpu(), g_logits.float().cpu()
     values = signals(o, ckpt["summary"].get("ood"))
     return {"x_cf": x_cf, "g_probs": g_logits.softmax(1), "d_logits": o["d_logits"], "d_probs": o["d_logits"].softmax(1),
             "ood_values": values,
-            "saliency": counterfactual_form(x, x_cf, form).numpy()}
+            "saliency": counterfactual_form(x, x_cf, form, x_keep).numpy()}
 
 
 FORM_TITLES = {"abs": "|x - G(x)|", "dark": "darker than G(x)", "bright": "brighter than G(x)", "both": "|grey(x - G(x))|"}
 FORM_TITLES.update({f"{k}-decast": f"{v}, cast removed" for k, v in list(FORM_TITLES.items())})
+FORM_TITLES.update({f"{k}-keep": f"{v}, G(x, keep) for x" for k, v in list(FORM_TITLES.items())})
 
 
 def _figure(x: torch.Tensor, cf: np.ndarray, saliency: np.ndarray, ood: bool | None, reasons: list[str], path: Path,

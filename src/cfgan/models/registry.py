@@ -18,7 +18,8 @@ from .unet import CNNUNet
 def _cnn_unet(cfg: dict, image_size: int) -> nn.Module:
     c = cfg["cnn_unet"]
     return CNNUNet(image_size, c["width"], c["depth"], cfg["noise_dim"], cfg["noise_channels"], cfg["dropout"],
-                   upsample=c["upsample"], padding=c["padding"], output=c.get("output", "residual"))
+                   upsample=c["upsample"], padding=c["padding"], output=c.get("output", "residual"),
+                   keep_mode=c.get("keep_mode", False))
 
 
 def _swin_unet(cfg: dict, image_size: int) -> nn.Module:

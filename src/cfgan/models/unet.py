@@ -16,6 +16,11 @@
   mask m in [0, 1] (starting near 0: G starts near the identity) and an infill f; G can then only
   change the pixels it masks, and `train.loss.mask_area` / `mask_tv` price the mask's area and
   ragged edges (such masks saturate without a prior: GANimation's issues 9 and 112).
+- `keep_mode` (beyond the paper, off by default): G takes one more input plane, 0 for "flip" (the
+  counterfactual, as in the paper; the default of every call) and 1 for "keep", which
+  `train.loss.identity` trains to the identity (Fixed-Point GAN, Siddiquee et al. ICCV 2019; COIN's
+  identity condition, Shvetsov et al. 2024). The `-keep` map forms then read G(x, keep) - G(x, flip):
+  an artefact G draws whatever it is asked cancels in the map.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class UpBlock(nn.Module):
 class CNNUNet(nn.Module):
     def __init__(self, image_size: int, width: int = 64, depth: int = 4, noise_dim: int = 64,
                  noise_channels: int = 1, dropout: float = 0.5, num_classes: int = 2, in_channels: int = 3,
-                 upsample: str = "transpose", padding: str = "zeros", output: str = "residual"):
+                 upsample: str = "transpose", padding: str = "zeros", output: str = "residual", keep_mode: bool = False):
         super().__init__()
         if output not in ("residual", "mask_infill"):
             raise ValueError(f"generator.cnn_unet.output must be 'residual' or 'mask_infill', not {output!r}")
@@ -80,7 +85,8 @@ class CNNUNet(nn.Module):
             raise ValueError(f"image_size {image_size} must be divisible by 2**depth = {2 ** depth}")
         self.noise_dim = noise_dim
         chans = [min(width * 2 ** i, width * 8) for i in range(depth + 1)]
-        self.stem = conv_block(in_channels, chans[0], padding)
+        self.keep_mode = keep_mode
+        self.stem = conv_block(in_channels + int(keep_mode), chans[0], padding)
         self.down = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), conv_block(chans[i], chans[i + 1], padding)) for i in range(depth)
         )
@@ -116,10 +122,14 @@ class CNNUNet(nn.Module):
             pooled.append(pool(h))
         return h, self.head(torch.cat(pooled, dim=1))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None, keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(counterfactual, class logits); `keep`: G's "keep" mode (a `keep_mode` G only)."""
         if z is None:
             z = torch.randn(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
-        h, logits = self.decode(x, z)
+        if keep and not self.keep_mode:
+            raise ValueError("G's keep mode (train.loss.identity, the '-keep' map forms) needs generator.cnn_unet.keep_mode: true")
+        inp = torch.cat([x, torch.full_like(x[:, :1], float(keep))], dim=1) if self.keep_mode else x
+        h, logits = self.decode(inp, z)
         if self.output == "mask_infill":
             m = torch.sigmoid(self.to_mask(h).float())
             fill = (x + torch.tanh(self.to_image(h).float())).clamp(0, 1)  # the infill, as a residual of x

@@ -44,7 +44,9 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
     cast: mean over crops and channels of |mean over pixels of G(x) - x|: a uniform colour shift,
     which the L1 term prices like the defect itself, is paid for a second time;
     mask_area, mask_tv (G with `output: mask_infill`): the mean of its mask m over G(x)'s pixels,
-    and m's total variation (mean |m_i - m_j| of neighbours): small, connected masks.
+    and m's total variation (mean |m_i - m_j| of neighbours): small, connected masks;
+    identity (G with `keep_mode`): mean |G(x, keep) - x|, G asked to keep the crop's class returns the
+    crop (Fixed-Point GAN's identity term), so what G draws in both modes is paid for here.
     """
     terms = {
         "adversarial": F.cross_entropy(d(x_cf), 1 - y),
@@ -72,6 +74,8 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
     if weights.get("pixel_cycle", 0) > 0:
         round_trip = g(x_cf)[0] if round_trip is None else round_trip
         terms["pixel_cycle"] = (round_trip - x).abs().mean()
+    if weights.get("identity", 0) > 0:
+        terms["identity"] = (g(x, keep=True)[0] - x).abs().mean()
     if weights.get("cast", 0) > 0:
         terms["cast"] = (x_cf - x).mean((2, 3)).abs().mean()
     out = {name: weights[name] * value for name, value in terms.items()}
