@@ -201,9 +201,14 @@ def test_keep_mode_trains_the_keep_pass_to_the_identity_and_keep_forms_cancel_wh
     weights = {"adversarial": 0.0, "auxiliary": 0.0, "l1": 0.0, "cycle": 0.0, "vq": 0.0, "identity": 1.0}
     opt = torch.optim.Adam(g.parameters(), lr=1e-2)
     first = None
-    for _ in range(30):                       # the identity term alone: G(x, keep) is pulled back to x
+    for _ in range(30):                       # the identity term alone: G(x, keep), of G(x)'s own forward, is pulled back to x
         out = generator_losses(g, d, x, y, *g(x), weights, 0, [1.0])
         first = out["identity"].item() if first is None else first
         opt.zero_grad(); out["total"].backward(); opt.step()
     assert set(out) == {"adversarial", "auxiliary", "l1", "cycle", "vq", "identity", "total"}
     assert out["identity"].item() < 0.3 * first
+    g.eval()                                  # one mode per call, normalised by statistics of both: still the identity
+    with torch.no_grad():
+        assert (g(x, z, keep=True)[0] - x).abs().mean().item() < 0.3 * first
+    with pytest.raises(ValueError, match="keep_mode"):
+        generator_losses(CNNUNet(16, width=8, depth=2, noise_dim=4), d, x, y, x, torch.zeros(4, 2), weights, 0, [1.0])

@@ -109,6 +109,7 @@ class CNNUNet(nn.Module):
             nn.init.zeros_(self.to_mask.weight)
             nn.init.constant_(self.to_mask.bias, -4.0)  # m = sigmoid(-4) = 0.018 everywhere at the start
         self.last_mask = None  # mask_infill: the mask of the last forward (for its losses)
+        self.last_keep = None  # keep_mode in training: G(x, keep) of the last forward (for train.loss.identity)
 
     def decode(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The last decoder feature map (NCHW, full resolution) and the class logits."""
@@ -123,13 +124,27 @@ class CNNUNet(nn.Module):
         return h, self.head(torch.cat(pooled, dim=1))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None, keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(counterfactual, class logits); `keep`: G's "keep" mode (a `keep_mode` G only)."""
+        """(counterfactual, class logits); `keep`: G's "keep" mode (a `keep_mode` G only).
+
+        A keep-mode G in training runs both modes in one batch (the same crops and noise twice) and
+        keeps the keep half in `last_keep` for `train.loss.identity`: batch norm would erase a mode
+        plane that is constant over the batch, and its running statistics then hold both modes, as
+        evaluation (one mode per call) reads them."""
         if z is None:
             z = torch.randn(x.shape[0], self.noise_dim, device=x.device, dtype=x.dtype)
         if keep and not self.keep_mode:
             raise ValueError("G's keep mode (train.loss.identity, the '-keep' map forms) needs generator.cnn_unet.keep_mode: true")
-        inp = torch.cat([x, torch.full_like(x[:, :1], float(keep))], dim=1) if self.keep_mode else x
-        h, logits = self.decode(inp, z)
+        if not self.keep_mode:
+            return self._output(x, *self.decode(x, z))
+        if not self.training:
+            return self._output(x, *self.decode(torch.cat([x, torch.full_like(x[:, :1], float(keep))], dim=1), z))
+        n = len(x)
+        plane = torch.cat([torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])])
+        both, logits = self._output(torch.cat([x, x]), *self.decode(torch.cat([torch.cat([x, x]), plane], dim=1), torch.cat([z, z])))
+        self.last_keep = both[n:]
+        return (both[n:], logits[n:]) if keep else (both[:n], logits[:n])
+
+    def _output(self, x: torch.Tensor, h: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.output == "mask_infill":
             m = torch.sigmoid(self.to_mask(h).float())
             fill = (x + torch.tanh(self.to_image(h).float())).clamp(0, 1)  # the infill, as a residual of x

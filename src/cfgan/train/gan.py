@@ -262,7 +262,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
         warm_up(g, d, opt_g, opt_d, train, cfg, rng, cx, run)
     decay = cfg.get("ema_g", 0)
     if hasattr(g, "last_mask"):
-        g.last_mask = None  # a tensor of the warm-up's graph: deepcopy refuses those
+        g.last_mask = g.last_keep = None  # tensors of the warm-up's graph: deepcopy refuses those
     ema = copy.deepcopy(g).eval().requires_grad_(False) if decay > 0 else None  # what validation and the checkpoint see
     if ema is not None and resume_path.exists() and start > 0:
         ema.load_state_dict(state["g_ema"])

@@ -55,6 +55,7 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
         "vq": getattr(g, "aux_loss", x_cf.new_zeros(())),
     }
     mask = getattr(g, "last_mask", None)  # of G(x): read before the cycle's forwards overwrite it
+    kept = getattr(g, "last_keep", None)  # G(x, keep), from G(x)'s own forward (keep_mode), likewise
     if weights.get("mask_area", 0) > 0 or weights.get("mask_tv", 0) > 0:
         if mask is None:
             raise ValueError("train.loss.mask_area / mask_tv need a generator with output: mask_infill")
@@ -75,7 +76,9 @@ def generator_losses(g, d, x, y, x_cf, cls_logits, weights: dict, cycles: int, c
         round_trip = g(x_cf)[0] if round_trip is None else round_trip
         terms["pixel_cycle"] = (round_trip - x).abs().mean()
     if weights.get("identity", 0) > 0:
-        terms["identity"] = (g(x, keep=True)[0] - x).abs().mean()
+        if kept is None:
+            raise ValueError("train.loss.identity needs a generator with keep_mode (generator.cnn_unet.keep_mode: true)")
+        terms["identity"] = (kept - x).abs().mean()
     if weights.get("cast", 0) > 0:
         terms["cast"] = (x_cf - x).mean((2, 3)).abs().mean()
     out = {name: weights[name] * value for name, value in terms.items()}
