@@ -31,6 +31,9 @@ def test_explain_writes_counterfactual_overlay_and_probabilities(trained_run, tm
     assert signed["saliency_form"] == "dark-decast" and abs(signed["saliency_mean"]) < 1e-6  # decast: zero mean per crop
     assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "luma"]) == 2
     assert "--form luma: not a map form" in capsys.readouterr().err
+    # a '-keep' form needs a keep-mode G: the tiny run's has none
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "abs-keep"]) == 2
+    assert "has no keep mode" in capsys.readouterr().err
 
 
 def test_explain_on_a_real_apple(trained_run, tmp_path):

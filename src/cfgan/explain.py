@@ -117,6 +117,9 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
     if multi and None in defects:
         raise UserError(f"--run: several runs given, but {models[defects.index(None)][2]['summary']['run']} is not one "
                         f"defect class's run (-k<class> in its name)")
+    if form.endswith("-keep") and not all(getattr(g, "keep_mode", False) for g, _, _ in models):
+        raise UserError(f"--form {form}: reads G(x, keep), but the run's generator has no keep mode "
+                        f"(generator.cnn_unet.keep_mode); choose a form without '-keep'")
     sizes = {ckpt["summary"]["image_size"] for _, _, ckpt in models}
     if len(sizes) > 1:
         raise UserError(f"--run: the runs were trained on different crop sizes {sorted(sizes)}")
