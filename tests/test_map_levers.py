@@ -197,6 +197,11 @@ def test_keep_mode_trains_the_keep_pass_to_the_identity_and_keep_forms_cancel_wh
     assert saliency.counterfactual_form(x, x_cf, "abs-keep", x_keep).abs().max() < 0.02
     with pytest.raises(ValueError, match="keep_mode"):
         saliency.counterfactual_form(x, x_cf, "dark-keep")
+    # in training the modes must differ too: batch norm after the first convolution erases a mode
+    # plane that is constant over the batch (and, reflect-padded, over the borders), so the two modes share one batch
+    sharp = CNNUNet(16, width=8, depth=2, noise_dim=4, dropout=0.0, padding="reflect", keep_mode=True).train()
+    torch.nn.init.normal_(sharp.to_image.weight, std=0.5)
+    assert (sharp(x, z)[0] - sharp(x, z, keep=True)[0]).abs().max() > 1e-3
     g.train()
     weights = {"adversarial": 0.0, "auxiliary": 0.0, "l1": 0.0, "cycle": 0.0, "vq": 0.0, "identity": 1.0}
     opt = torch.optim.Adam(g.parameters(), lr=1e-2)

@@ -138,9 +138,9 @@ class CNNUNet(nn.Module):
             return self._output(x, *self.decode(x, z))
         if not self.training:
             return self._output(x, *self.decode(torch.cat([x, torch.full_like(x[:, :1], float(keep))], dim=1), z))
-        n = len(x)
+        n, twice = len(x), torch.cat([x, x])
         plane = torch.cat([torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])])
-        both, logits = self._output(torch.cat([x, x]), *self.decode(torch.cat([torch.cat([x, x]), plane], dim=1), torch.cat([z, z])))
+        both, logits = self._output(twice, *self.decode(torch.cat([twice, plane], dim=1), torch.cat([z, z])))
         self.last_keep = both[n:]
         return (both[n:], logits[n:]) if keep else (both[:n], logits[:n])
 
