@@ -34,6 +34,7 @@ from cfgan.data.augment import augment
 from cfgan.data.datasets import load_split
 from cfgan.evaluate import saliency
 from cfgan.inference import real_class_probs
+from cfgan.maps import counterfactual_form
 from cfgan.metrics import binary_metrics, choose_threshold
 from cfgan.train.gan import load_gan
 
@@ -104,8 +105,8 @@ def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
                       "cast_share_damaged": round(float(cast[y == 1].mean()), 3),
                       "cast_share_undamaged": round(float(cast[y == 0].mean()), 3)}), flush=True)
 
-    def form_iou(form):  # the evaluation's own map forms (cfgan.evaluate.saliency.counterfactual_form)
-        return val_iou(saliency.counterfactual_form(x, x_cf, form).numpy()[damaged], masks, quantiles)
+    def form_iou(form):  # the evaluation's own map forms (cfgan.maps.counterfactual_form)
+        return val_iou(counterfactual_form(x, x_cf, form).numpy()[damaged], masks, quantiles)
     row = {"check": "maps", "run": run,
            **{f"counterfactual_{name}": form_iou(form) for name, form in (
                ("abs_mean", "abs"), ("grey_abs", "both"), ("grey_x_darker", "dark"), ("grey_x_brighter", "bright"),
@@ -120,7 +121,7 @@ def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
             saliency.local_contrast_maps(sub.images, lc["sigma_narrow"], lc["sigma_wide"], polarity), masks, quantiles)
     # evaluate.saliency.fusion: the counterfactual map (dark-decast) x local_contrast (dark), a row of its own
     dark_lc = saliency.local_contrast_maps(sub.images, lc["sigma_narrow"], lc["sigma_wide"], "dark")
-    cf = saliency.counterfactual_form(x, x_cf, "dark-decast").numpy()[damaged]  # as the fused row uses it
+    cf = counterfactual_form(x, x_cf, "dark-decast").numpy()[damaged]  # as the fused row uses it
     row["fusion_dark-decast_x_local_contrast_dark"] = val_iou(np.clip(cf, 0, None) * np.clip(dark_lc, 0, None), masks, quantiles)
     print(json.dumps(row), flush=True)
 

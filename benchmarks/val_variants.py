@@ -26,7 +26,8 @@ from cfgan.compute import resolve
 from cfgan.config import deep_merge, load_params, run_defect, validate
 from cfgan.data.datasets import load_split
 from cfgan.evaluate import robustness, saliency
-from cfgan.evaluate.references import choose_form
+from cfgan.maps import COUNTERFACTUAL_FORMS, counterfactual_maps
+from cfgan.metrics import choose_form
 from cfgan.metrics import choose_threshold
 from cfgan.steps import keys_for, select
 from cfgan.train import gan
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
                     help="Gaussian blur widths (px) of |x - G(x)| to score on val (evaluate.saliency.smooth_sigma)")
     ap.add_argument("--fusion", action="store_true", help="also score each map form times local_contrast (evaluate.saliency.fusion)")
     ap.add_argument("--reuse", action="store_true", help="score the maps of variants already trained under --out instead of retraining them")
-    ap.add_argument("--forms", nargs="+", default=["abs", "dark-decast"], choices=saliency.COUNTERFACTUAL_FORMS,
+    ap.add_argument("--forms", nargs="+", default=["abs", "dark-decast"], choices=COUNTERFACTUAL_FORMS,
                     help="counterfactual map forms to score on val (evaluate.saliency.counterfactual_forms)")
     ap.add_argument("--pgd", type=float, nargs="+", default=[],
                     help="also D's val F1 under targeted PGD at these step sizes (evaluate.pgd's steps and eps, on "
@@ -126,7 +127,7 @@ def main(argv=None) -> None:
             if val.masks is not None:
                 for sigma in args.smooth:  # evaluate.saliency.smooth_sigma candidates: no retraining needed
                     with cx.autocast():  # at the variant's precision, as the saliency step would draw them
-                        maps = saliency.counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"],
+                        maps = counterfactual_maps(g, val, params["evaluate"]["batch_size"], params["seed"],
                                                             cx.device, sigma=sigma, forms=forms)
                     suffix = f"_smooth{sigma:g}" if sigma else ""
                     scores = {form: choose_threshold(m[damaged], val.masks.numpy()[damaged], quantiles)[1] for form, m in maps.items()}

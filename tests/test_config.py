@@ -58,6 +58,11 @@ def test_schema_model_names_match_the_registry():
     assert set(props["discriminators"]["items"]["enum"]) == set(DISCRIMINATORS)
 
 
+def test_schema_map_forms_match_the_saliency_code():
+    from cfgan.maps import COUNTERFACTUAL_FORMS
+    assert schema()["$defs"]["map_form"]["enum"] == list(COUNTERFACTUAL_FORMS)
+
+
 def test_run_names_round_trip():
     assert parse_run_name("cnn_unet-resnet18-c1-s2") == ("cnn_unet", "resnet18", 1, 2)
     assert run_name("cnn_unet", "resnet18", 1, 2) == "cnn_unet-resnet18-c1-s2"

@@ -5,7 +5,7 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 
 from cfgan.data.datasets import Split
 from cfgan.evaluate import fid, robustness
-from cfgan.evaluate.saliency import smooth
+from cfgan.maps import smooth
 from cfgan.metrics import binary_metrics, choose_threshold, iou, per_image_iou
 from cfgan.evaluate.uncertainty import fakeness_correlation, pearson
 from cfgan.errors import UserError

@@ -8,7 +8,8 @@ import torch
 
 from cfgan.data.datasets import Split
 from cfgan.evaluate import saliency
-from cfgan.evaluate.references import choose_form
+from cfgan.maps import best_form_iou, counterfactual_form
+from cfgan.metrics import choose_form
 from cfgan.models.discriminators import ResNet3
 from cfgan.models.unet import CNNUNet
 from cfgan.train.gan import update_ema
@@ -21,15 +22,15 @@ def test_decast_forms_ignore_a_uniform_colour_cast_and_keep_a_removed_crack():
     x_cf = x.clone()
     x_cf[0, :, 4, :] = 0.5                    # G brightened it away ...
     x_cf = x_cf + torch.tensor([0.05, -0.02, 0.03]).view(1, 3, 1, 1)  # ... and cast the whole crop
-    abs_map = saliency.counterfactual_form(x, x_cf, "abs")[0]
+    abs_map = counterfactual_form(x, x_cf, "abs")[0]
     assert abs_map[0, 0] > 0.02               # the paper's map: the cast shows everywhere
     for form in ("abs-decast", "dark-decast"):
-        m = saliency.counterfactual_form(x, x_cf, form)[0]
+        m = counterfactual_form(x, x_cf, form)[0]
         assert m[4].min() > 5 * m[0].abs().max()   # the crack stands out, the cast is (nearly) gone
-    dark, bright = (saliency.counterfactual_form(x, x_cf, f)[0] for f in ("dark", "bright"))
+    dark, bright = (counterfactual_form(x, x_cf, f)[0] for f in ("dark", "bright"))
     assert dark[4].mean() > 0 > bright[4].mean()  # dark: x darker than its counterfactual
     with pytest.raises(ValueError, match="counterfactual_forms"):
-        saliency.counterfactual_form(x, x_cf, "luma")
+        counterfactual_form(x, x_cf, "luma")
 
 
 def test_choose_form_picks_the_candidate_with_the_best_val_iou_and_the_first_on_a_tie():
@@ -193,10 +194,10 @@ def test_keep_mode_trains_the_keep_pass_to_the_identity_and_keep_forms_cancel_wh
         g.to_image.bias.fill_(0.1)            # both modes draw the same cast: the -keep forms cancel it
     g.eval()
     x_cf, x_keep = g(x, z)[0], g(x, z, keep=True)[0]
-    assert saliency.counterfactual_form(x, x_cf, "abs").mean() > 0.05
-    assert saliency.counterfactual_form(x, x_cf, "abs-keep", x_keep).abs().max() < 0.02
+    assert counterfactual_form(x, x_cf, "abs").mean() > 0.05
+    assert counterfactual_form(x, x_cf, "abs-keep", x_keep).abs().max() < 0.02
     with pytest.raises(ValueError, match="keep_mode"):
-        saliency.counterfactual_form(x, x_cf, "dark-keep")
+        counterfactual_form(x, x_cf, "dark-keep")
     # in training the modes must differ too: batch norm after the first convolution erases a mode
     # plane that is constant over the batch (and, reflect-padded, over the borders), so the two modes share one batch
     sharp = CNNUNet(16, width=8, depth=2, noise_dim=4, dropout=0.0, padding="reflect", keep_mode=True).train()
@@ -217,3 +218,27 @@ def test_keep_mode_trains_the_keep_pass_to_the_identity_and_keep_forms_cancel_wh
         assert (g(x, z, keep=True)[0] - x).abs().mean().item() < 0.3 * first
     with pytest.raises(ValueError, match="keep_mode"):
         generator_losses(CNNUNet(16, width=8, depth=2, noise_dim=4), d, x, y, x, torch.zeros(4, 2), weights, 0, [1.0])
+
+
+class _Brighten(torch.nn.Module):
+    """A stand-in G that brightens rows 2-3 of every crop (the masked rows below): its `dark` map is the mask."""
+    noise_dim = 4
+
+    def forward(self, x, z=None, keep=False):
+        x_cf = x.clone()
+        x_cf[:, :, 2:4, :] += 0.3
+        return x_cf, torch.zeros(len(x), 2)
+
+
+def test_best_form_iou_scores_the_damaged_crops_and_names_the_best_form():
+    images = torch.randint(0, 200, (6, 3, 8, 8), dtype=torch.uint8)
+    masks = torch.zeros(6, 8, 8, dtype=torch.bool)
+    masks[:, 2:4, :] = True
+    labels = torch.tensor([1, 1, 1, 0, 0, 0])
+    masks[3:] = False                             # undamaged crops carry no mask; they must not be scored
+    split = Split(images, labels, masks, [f"c{i}" for i in range(6)])
+    form, score = best_form_iou(_Brighten(), split, ["bright", "dark"], [0.5, 0.75], 3, seed=0)
+    assert (form, score) == ("dark", 1.0)
+    assert best_form_iou(_Brighten(), split, ["bright"], [0.5, 0.75], 3, seed=0)[1] < 0.5
+    with pytest.raises(ValueError, match="masks"):
+        best_form_iou(_Brighten(), Split(images, labels, None, split.paths), ["dark"], [0.5], 3, seed=0)

@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cfgan.errors import UserError
 from cfgan.train import gan
 
 
@@ -50,3 +51,31 @@ def test_a_seed_makes_a_run_repeat(small_manifest, tmp_path):
     ca = torch.load(tmp_path / "a/checkpoint.pt", weights_only=True)["d"]
     cb = torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)["d"]
     assert all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+def test_val_maps_logs_the_map_curve_and_can_select_the_step_on_it(small_manifest, tmp_path, monkeypatch):
+    from cfgan.config import deep_merge
+    params, manifest = small_manifest
+    maps = {"forms": ["abs", "dark"], "quantiles": [0.5, 0.9]}
+    curve = gan.train_gan(deep_merge(params, {"train": {"val_maps": maps}}), manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "curve")
+    log = pd.read_csv(tmp_path / "curve/log.csv").dropna(subset=["val_score"])
+    assert len(log) == 3 and log["val_map_iou"].between(0, 1).all() and set(log["val_map_form"]) <= {"abs", "dark"}
+    rows = log.to_dict("records")
+    tier = {r["step"]: not gan.collapse_signs(r) for r in rows}
+    by_score = max(rows, key=lambda r: (tier[r["step"]], r["val_score"]))["step"]
+    assert curve["best_step"] == by_score and curve["val_maps"]["selected_on"] == "val_score"  # logged, not used
+    # select: true keeps the step whose maps score best. A curve that peaks away from val_score's choice:
+    peak = next(r["step"] for r in sorted(rows, key=lambda r: (tier[r["step"]], -r["val_score"]), reverse=True) if r["step"] != by_score)
+    assert tier[peak] == tier[by_score]  # the peak is in val_score's collapse tier, so the two rules disagree
+    fed = iter([0.9 if r["step"] == peak else 0.1 for r in rows])
+    monkeypatch.setattr(gan, "best_form_iou", lambda *a, **k: ("dark", next(fed)))
+    chosen = gan.train_gan(deep_merge(params, {"train": {"val_maps": {**maps, "select": True}}}), manifest,
+                           "cnn_unet-resnet3-c1-s0", tmp_path / "select")
+    assert chosen["best_step"] == peak and chosen["val_maps"] == {"selected_on": "val_map_iou", "form": "dark"}
+
+
+def test_val_maps_is_refused_where_val_has_no_masks(tmp_path):
+    from types import SimpleNamespace
+    with pytest.raises(UserError, match="train.val_maps.*no masks"):
+        gan.check_val_maps({"val_maps": {"forms": ["abs"], "quantiles": [0.5]}}, SimpleNamespace(masks=None, labels=torch.tensor([0, 1])), tmp_path / "m.csv")
+    assert gan.check_val_maps({}, None, tmp_path / "m.csv") is None

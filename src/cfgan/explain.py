@@ -19,7 +19,7 @@ from .compute import Compute, resolve  # noqa: E402
 from .config import run_defect, split_seed  # noqa: E402
 from .data.images import read_rgb  # noqa: E402
 from .errors import UserError  # noqa: E402
-from .evaluate.saliency import COUNTERFACTUAL_FORMS, counterfactual_form  # noqa: E402
+from .maps import COUNTERFACTUAL_FORMS, counterfactual_form  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .ood import assess, outputs, signals  # noqa: E402
 from .train.common import load_checkpoint  # noqa: E402
@@ -105,7 +105,7 @@ def _as_uint8(x_cf: torch.Tensor) -> np.ndarray:
 def explain(run: str | list[str], images: list[str], out: Path, force: bool = False, seed: int = 0,
             form: str = "abs") -> list[Path]:
     """One binary run, or the one-vs-rest runs of a multi-class data set (see `checkpoints`).
-    `form`: the saliency map's form (evaluate.saliency.COUNTERFACTUAL_FORMS; abs is the paper's
+    `form`: the saliency map's form (cfgan.maps.COUNTERFACTUAL_FORMS; abs is the paper's
     |x - G(x)|; the saliency table's note names the form chosen on val for each run)."""
     if form not in COUNTERFACTUAL_FORMS:
         raise UserError(f"--form {form}: not a map form; choose one of {', '.join(COUNTERFACTUAL_FORMS)}")

@@ -63,3 +63,10 @@ def choose_threshold(maps: np.ndarray, masks: np.ndarray, quantiles: list[float]
         if score > best:
             best_t, best = t, score
     return best_t, best
+
+
+def choose_form(candidates: dict[str, np.ndarray], val_masks, quantiles) -> str:
+    """The name of the candidate val maps (a method's forms: a polarity, a scaling) whose best
+    threshold scores the highest mean val IoU; on a tie the first listed."""
+    scores = {name: choose_threshold(maps, val_masks, quantiles)[1] for name, maps in candidates.items()}
+    return max(scores, key=lambda name: (scores[name], -list(candidates).index(name)))

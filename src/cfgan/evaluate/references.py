@@ -15,7 +15,7 @@ import torch
 
 from ..data.datasets import load_split, tasks
 from ..errors import UserError
-from ..metrics import NEARLY_ALL_PIXELS, binary_metrics, choose_threshold
+from ..metrics import NEARLY_ALL_PIXELS, binary_metrics, choose_form, choose_threshold
 from . import saliency
 from .tidy import tidy_frame
 
@@ -42,13 +42,6 @@ def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask
              {"model": method, "metric": "val_iou", "condition": "val", "value": val_iou, "note": note},
              {"model": method, "metric": "coverage", "condition": "test", "value": coverage, "note": note}]
     return rows, t
-
-
-def choose_form(candidates: dict[str, np.ndarray], val_masks, quantiles) -> str:
-    """The name of the candidate val maps (a method's forms: a polarity, a scaling) whose best
-    threshold scores the highest mean val IoU; on a tie the first listed."""
-    scores = {name: choose_threshold(maps, val_masks, quantiles)[1] for name, maps in candidates.items()}
-    return max(scores, key=lambda name: (scores[name], -list(candidates).index(name)))
 
 
 def masked_splits(manifest: Path, defect: str | None = None):

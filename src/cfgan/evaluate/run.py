@@ -23,8 +23,9 @@ from ..train.gan import load_gan
 from ..train.segmenters import load_segmenter, predict_masks
 from . import robustness, saliency, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
 from ..inference import predict, real_class_probs
-from ..metrics import binarize, binary_metrics
-from .references import N_EXAMPLES, choose_form, local_contrast_pair, masked_splits, saliency_rows, save_saliency_examples
+from .. import maps
+from ..metrics import binarize, binary_metrics, choose_form
+from .references import N_EXAMPLES, local_contrast_pair, masked_splits, saliency_rows, save_saliency_examples
 from .tidy import tidy_frame
 
 
@@ -189,7 +190,7 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
     else:
         g, d, ckpt = load_gan(ckpt, cx)
         # each method's candidate forms are scored on val and the best is applied to test, as the threshold is
-        methods = [("counterfactual", lambda s, forms: saliency.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"], forms),
+        methods = [("counterfactual", lambda s, forms: maps.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"], forms),
                     cfg.get("counterfactual_forms", ["abs"])),
                    ("gradcam", lambda s, forms: {f: saliency.gradcam_maps(d, s, bs, dev, f) for f in forms}, cfg.get("gradcam_scalings", ["per_crop"]))]
     frames, examples = [], {}

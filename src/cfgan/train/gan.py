@@ -20,9 +20,11 @@ from ..compute import Compute, resolve
 from ..config import deep_merge, parse_run_name, run_defect
 from ..data.augment import augment
 from ..data.datasets import load_split
+from ..maps import best_form_iou
 from ..inference import predict, real_class_probs
 from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
+from ..errors import UserError
 from ..ood import calibrate_run
 from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything
 from .diffaugment import AugmentedD
@@ -88,6 +90,28 @@ def collapse_signs(row: dict) -> list[str]:
         signs.append(f"D finds real crops more fake than its own counterfactuals (AUC of p_fake {row['val_auc_fake']:.2f}; "
                      f"mean p_fake {row['val_p_fake_real']:.2f} on real val crops)")
     return signs
+
+
+def map_curve(g, split, maps_cfg: dict, batch_size: int, compute: Compute, seed: int) -> dict:
+    """`train.val_maps`: the counterfactual maps' mean IoU on the damaged val crops (the best of its
+    forms, the threshold chosen on those crops, as the saliency step chooses on val), G in eval mode."""
+    g.eval()
+    with compute.autocast():
+        form, score = best_form_iou(g, split, maps_cfg["forms"], maps_cfg["quantiles"], batch_size, seed,
+                                    compute.device, maps_cfg.get("smooth_sigma", 0.0))
+    g.train()
+    return {"val_map_iou": score, "val_map_form": form}
+
+
+def check_val_maps(cfg: dict, val, manifest: Path) -> dict | None:
+    """`train.val_maps` (None: off), refused with a clear error where val has nothing to score it on."""
+    maps_cfg = cfg.get("val_maps")
+    if maps_cfg is None:
+        return None
+    if val.masks is None or not bool((val.labels == 1).any()):
+        raise UserError(f"train.val_maps scores the maps against val masks, but the val split of {manifest} has "
+                        f"{'no masks' if val.masks is None else 'no damaged crop'}: remove train.val_maps for this data set")
+    return maps_cfg
 
 
 def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, compute: Compute,
@@ -241,6 +265,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     dev = cx.device
     defect = run_defect(run)  # one-vs-rest: this defect class's crops against the undamaged ones
     train, val = load_split(manifest, "train", defect=defect).to(dev), load_split(manifest, "val", defect=defect)
+    maps_cfg = check_val_maps(cfg, val, manifest)
+    select_on = "val_map_iou" if maps_cfg and maps_cfg.get("select", False) else "val_score"
     image_size = train.images.shape[-1]
     g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
     d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3))
@@ -284,8 +310,10 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
             log, pending = log + pending, []
             shown = g if ema is None else ema
             row.update(validate(shown, d, val, params["evaluate"]["batch_size"], cx, seed))
+            if maps_cfg:
+                row.update(map_curve(shown, val, maps_cfg, params["evaluate"]["batch_size"], cx, seed))
             # a step without signs of collapse beats any collapsed one; among equals, the higher score
-            key = (not collapse_signs(row), row["val_score"])
+            key = (not collapse_signs(row), row[select_on])
             if key > best["key"]:
                 best = {"key": key, "score": row["val_score"], "step": step + 1, "row": dict(row),
                         "g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(d.state_dict())}
@@ -301,10 +329,11 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
         print(f"WARNING {run}: collapsed at its selected step {best['step']}: {sign}")
     summary = {"run": run, "generator": gen_name, "discriminator": dis_name, "cycles": cycles, "seed": seed,
                "best_step": best["step"], "val_score": best["score"], "val_f1_d": best["row"]["val_f1_d"],
-               "val": {k: v for k, v in best["row"].items() if k.startswith("val_")}, "collapse": collapse,
+               "val": {k: v for k, v in best["row"].items() if k.startswith("val_") and k != "val_map_form"}, "collapse": collapse,
                "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}),
                "lr_schedule": cfg.get("lr_schedule", "constant"), "image_size": image_size,
-               **({"ema_g": decay} if decay > 0 else {})}
+               **({"ema_g": decay} if decay > 0 else {}),
+               **({"val_maps": {"selected_on": select_on, "form": best["row"]["val_map_form"]}} if maps_cfg else {})}
     with cx.autocast():
         summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log, cx)
