@@ -124,3 +124,26 @@ localrule all:
 Finished jobid: 0 (Rule: all)
 """
     assert tiny_wall_time.rule_seconds(log) == {"train": (2, 210.0), "all": (1, 1.0)}
+
+
+def test_val_curves_draws_the_curves_and_says_which_step_each_selection_rule_keeps(tmp_path, capsys):
+    import pandas as pd
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import val_curves
+    healthy = {"val_change": 0.03, "val_damaged_rate_d": 0.4, "val_damaged_rate_g": 0.3, "val_auc_fake": 0.7, "val_p_fake_real": 0.4}
+    rows = [{"step": 1, "loss_d": 1.0},  # a training row without validation: not a point of the curve
+            {"step": 2, **healthy, "val_score": 0.5, "val_map_iou": 0.30, "val_map_form": "dark"},
+            {"step": 4, **healthy, "val_score": 0.7, "val_map_iou": 0.25, "val_map_form": "dark"},
+            {"step": 6, **healthy, "val_change": 0.0, "val_score": 0.9, "val_map_iou": 0.40, "val_map_form": "abs"}]  # G the identity
+    run = tmp_path / "v/run-s0"
+    run.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run / "log.csv", index=False)
+    out = tmp_path / "fig/curves.png"
+    val_curves.main(["--log", f"variant={tmp_path}/v/*/log.csv", "--reference", "local_contrast=0.3", "--out", str(out)])
+    text = capsys.readouterr().out
+    # a collapsed step is kept last by either rule, as in training
+    assert "variant run-s0: val_score keeps step 4 (maps 0.250); select on maps keeps step 2 (maps 0.300)" in text
+    assert out.stat().st_size > 10_000 and not list(out.parent.glob("*.tmp.png"))
+    pd.DataFrame(rows).drop(columns="val_map_iou").to_csv(run / "log.csv", index=False)
+    with pytest.raises(SystemExit, match="train.val_maps"):
+        val_curves.main(["--log", f"variant={run}/log.csv", "--out", str(out)])

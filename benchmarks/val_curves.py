@@ -1,0 +1,92 @@
+"""Val curves of GAN runs trained with `train.val_maps`: the maps' val IoU and the label-only
+selection score per validation step, one line per run (seeds of one variant share a colour and
+get a band), with training-free references as horizontal lines. Prints the table it draws, and
+for each run the step each selection rule keeps and the maps' val IoU there.
+
+    python benchmarks/val_curves.py --log crackforest=results/val_curve/*/log.csv \
+        --reference local_contrast=0.353 --out docs/fig_val_curves.png
+
+`--log LABEL=GLOB` (repeatable): the runs' log.csv files under one label (a variant). Only the
+train and val splits were read by the runs; this script reads nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+from pathlib import Path
+
+import pandas as pd
+
+from cfgan.train.gan import collapse_signs
+
+PANELS = {"val_map_iou": "maps' val IoU (best form)", "val_score": "selection score (labels only)"}
+
+
+def read_curves(logs: list[str]) -> pd.DataFrame:
+    """The validation rows of every --log file, with its label and run (its folder name)."""
+    frames = []
+    for item in logs:
+        label, sep, pattern = item.partition("=")
+        paths = sorted(glob.glob(pattern)) if sep else []
+        if not paths:
+            raise SystemExit(f"--log {item}: expected LABEL=GLOB matching at least one log.csv")
+        for path in paths:
+            log = pd.read_csv(path).dropna(subset=["val_score"])
+            if "val_map_iou" not in log:
+                raise SystemExit(f"{path}: no val_map_iou column: train the run with train.val_maps")
+            frames.append(log.assign(label=label, run=Path(path).parent.name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def selected(curve: pd.DataFrame, column: str) -> pd.Series:
+    """The row the training loop keeps when it selects on `column`: steps without a collapse sign
+    first, then the highest value (the first on a tie, as training keeps the earlier step)."""
+    clean = curve.apply(lambda r: not collapse_signs(r.to_dict()), axis=1)
+    order = sorted(range(len(curve)), key=lambda i: (clean.iloc[i], curve[column].iloc[i], -i), reverse=True)
+    return curve.iloc[order[0]]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--log", action="append", required=True, help="LABEL=GLOB of log.csv files (repeatable)")
+    ap.add_argument("--reference", action="append", default=[], help="NAME=VAL_IOU, a horizontal line on the maps panel")
+    ap.add_argument("--out", required=True, help="the figure (.png)")
+    args = ap.parse_args(argv)
+    curves = read_curves(args.log)
+    refs = {}
+    for item in args.reference:
+        name, _, value = item.partition("=")
+        try:
+            refs[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"--reference {item}: expected NAME=NUMBER") from None
+    print(curves[["label", "run", "step", *PANELS, "val_map_form"]].round(3).to_string(index=False))
+    for (label, run), curve in curves.groupby(["label", "run"], sort=False):
+        by_score, by_maps = selected(curve, "val_score"), selected(curve, "val_map_iou")
+        print(f"{label} {run}: val_score keeps step {by_score['step']:.0f} (maps {by_score['val_map_iou']:.3f}); "
+              f"select on maps keeps step {by_maps['step']:.0f} (maps {by_maps['val_map_iou']:.3f})")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, (column, title) in zip(axes, PANELS.items()):
+        sns.lineplot(data=curves, x="step", y=column, hue="label", errorbar="sd", marker="o", ax=ax)
+        if column == "val_map_iou":
+            for name, value in refs.items():
+                ax.axhline(value, color="grey", linestyle="--", linewidth=1)
+                ax.annotate(name, (curves["step"].min(), value), textcoords="offset points", xytext=(0, 3), fontsize=8, color="grey")
+        ax.set(title=title, xlabel="GAN step", ylabel="")
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.png")  # whole or not at all
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
