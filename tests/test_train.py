@@ -72,6 +72,11 @@ def test_val_maps_logs_the_map_curve_and_can_select_the_step_on_it(small_manifes
     chosen = gan.train_gan(deep_merge(params, {"train": {"val_maps": {**maps, "select": True}}}), manifest,
                            "cnn_unet-resnet3-c1-s0", tmp_path / "select")
     assert chosen["best_step"] == peak and chosen["val_maps"] == {"selected_on": "val_map_iou", "form": "dark"}
+    from cfgan.compute import resolve
+    from cfgan.evaluate.run import _run_note
+    from cfgan.train.common import load_checkpoint
+    notes = [_run_note(load_checkpoint(tmp_path / f"{name}/checkpoint.pt"), resolve(params)) for name in ("curve", "select")]
+    assert "val masks read" not in notes[0] and f"step {peak} selected on the maps' val IoU (val masks read" in notes[1]  # every table row says so
 
 
 def test_val_maps_is_refused_where_val_has_no_masks(tmp_path):

@@ -32,10 +32,13 @@ from .tidy import tidy_frame
 def _run_note(ckpt: dict, cx: Compute) -> str:
     """What every table row of a run carries: the method beyond the paper that trained it (none
     under `method: paper`), the precision it was trained and evaluated at, and a warning when
-    training collapsed (see train/gan.py)."""
+    training collapsed (see train/gan.py). A checkpoint selected on its maps' val IoU
+    (`train.val_maps.select`) says so: that selection read the val masks."""
     trained = ckpt.get("compute", {})
     method = method_of(ckpt.get("params", {}))
     note = (f"; method {method}" if method != "paper" else "") + f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
+    if ckpt.get("summary", {}).get("val_maps", {}).get("selected_on") == "val_map_iou":
+        note += f"; step {ckpt['summary']['best_step']} selected on the maps' val IoU (val masks read: train.val_maps.select)"
     signs = ckpt.get("summary", {}).get("collapse") or []
     return note + (f"; COLLAPSED run {ckpt['summary']['run']}: " + "; ".join(signs) if signs else "")
 

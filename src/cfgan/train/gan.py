@@ -20,11 +20,11 @@ from ..compute import Compute, resolve
 from ..config import deep_merge, parse_run_name, run_defect
 from ..data.augment import augment
 from ..data.datasets import load_split
-from ..maps import best_form_iou
+from ..errors import UserError
 from ..inference import predict, real_class_probs
+from ..maps import best_form_iou
 from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
-from ..errors import UserError
 from ..ood import calibrate_run
 from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything
 from .diffaugment import AugmentedD
@@ -94,12 +94,14 @@ def collapse_signs(row: dict) -> list[str]:
 
 def map_curve(g, split, maps_cfg: dict, batch_size: int, compute: Compute, seed: int) -> dict:
     """`train.val_maps`: the counterfactual maps' mean IoU on the damaged val crops (the best of its
-    forms, the threshold chosen on those crops, as the saliency step chooses on val), G in eval mode."""
+    forms, the threshold chosen on those crops, as the saliency step chooses on val), G in eval mode
+    as the saliency step draws them (its mode is restored afterwards)."""
+    was_training = g.training
     g.eval()
     with compute.autocast():
         form, score = best_form_iou(g, split, maps_cfg["forms"], maps_cfg["quantiles"], batch_size, seed,
                                     compute.device, maps_cfg.get("smooth_sigma", 0.0))
-    g.train()
+    g.train(was_training)
     return {"val_map_iou": score, "val_map_form": form}
 
 
