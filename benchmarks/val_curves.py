@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfgan.train.gan import collapse_signs
+from cfgan.train.gan import selection_key
 
 PANELS = {"val_map_iou": "maps' val IoU (best form)", "val_score": "selection score (labels only)"}
 
@@ -40,11 +40,10 @@ def read_curves(logs: list[str]) -> pd.DataFrame:
 
 
 def selected(curve: pd.DataFrame, column: str) -> pd.Series:
-    """The row the training loop keeps when it selects on `column`: steps without a collapse sign
-    first, then the highest value (the first on a tie, as training keeps the earlier step)."""
-    clean = curve.apply(lambda r: not collapse_signs(r.to_dict()), axis=1)
-    order = sorted(range(len(curve)), key=lambda i: (clean.iloc[i], curve[column].iloc[i], -i), reverse=True)
-    return curve.iloc[order[0]]
+    """The row the training loop keeps when it selects on `column` (max keeps the first of equals,
+    as training keeps the earlier step)."""
+    rows = curve.to_dict("records")
+    return curve.iloc[max(range(len(rows)), key=lambda i: selection_key(rows[i], column))]
 
 
 def main(argv=None) -> None:

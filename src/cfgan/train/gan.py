@@ -92,6 +92,12 @@ def collapse_signs(row: dict) -> list[str]:
     return signs
 
 
+def selection_key(row: dict, column: str = "val_score") -> tuple[bool, float]:
+    """How selection ranks a validation row: a step without signs of collapse beats any collapsed
+    one; among equals, the higher `column` (val_score, or val_map_iou under train.val_maps.select)."""
+    return not collapse_signs(row), row[column]
+
+
 def map_curve(g, split, maps_cfg: dict, batch_size: int, compute: Compute, seed: int) -> dict:
     """`train.val_maps`: the counterfactual maps' mean IoU on the damaged val crops (the best of its
     forms, the threshold chosen on those crops, as the saliency step chooses on val), G in eval mode
@@ -314,8 +320,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
             row.update(validate(shown, d, val, params["evaluate"]["batch_size"], cx, seed))
             if maps_cfg:
                 row.update(map_curve(shown, val, maps_cfg, params["evaluate"]["batch_size"], cx, seed))
-            # a step without signs of collapse beats any collapsed one; among equals, the higher score
-            key = (not collapse_signs(row), row[select_on])
+            key = selection_key(row, select_on)  # strictly better: on a tie the earlier step stays
             if key > best["key"]:
                 best = {"key": key, "score": row["val_score"], "step": step + 1, "row": dict(row),
                         "g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(d.state_dict())}
