@@ -78,6 +78,14 @@ def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_fr
         method, other = loaded[name], loaded[beside]
         assert method["method"] == "roundtrip-r1" and method["method"] != other.get("method")
         _assert_beside(method, other)
+    # the long CrackForest profile: roundtrip-r1 for 1,200 steps, its checkpoint chosen on the maps' val IoU
+    long, short = loaded["crackforest-r1-long"], loaded["crackforest-r1"]
+    assert long["method"] == short["method"] and long["train"]["steps"] == long["baseline"]["steps"] > short["train"]["steps"]
+    assert long["train"]["val_maps"]["select"] and "val_maps" not in short["train"]
+    curve, saliency = long["train"]["val_maps"], long["evaluate"]["saliency"]  # the curve scores the maps as the saliency step will
+    assert (curve["forms"], curve["quantiles"], curve["smooth_sigma"]) == (
+        saliency["counterfactual_forms"], saliency["quantiles"], saliency["smooth_sigma"])
+    _assert_beside(long, short)
 
 
 def _assert_beside(method: dict, other: dict) -> None:
