@@ -86,8 +86,9 @@ def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_fr
     # a profile that selects its checkpoint on the maps' val IoU scores the maps as its saliency step will
     selecting = {name for name, p in loaded.items() if p["train"].get("val_maps", {}).get("select")}
     assert {"crackforest-r1-long", "neu-r1"} <= selecting
+    from cfgan.train.gan import val_maps_settings
     for name in selecting:
-        curve, saliency = loaded[name]["train"]["val_maps"], loaded[name]["evaluate"]["saliency"]
+        curve, saliency = val_maps_settings(loaded[name]["train"], loaded[name]["evaluate"]["saliency"]), loaded[name]["evaluate"]["saliency"]
         assert (curve["forms"], curve["quantiles"], curve["smooth_sigma"]) == (
             saliency["counterfactual_forms"], saliency["quantiles"], saliency["smooth_sigma"]), name
 

@@ -79,6 +79,26 @@ def test_val_maps_logs_the_map_curve_and_can_select_the_step_on_it(small_manifes
     assert "val masks read" not in notes[0] and f"step {peak} selected on the maps' val IoU (val masks read" in notes[1]  # every table row says so
 
 
+def test_val_maps_scores_the_maps_as_the_saliency_step_unless_it_says_otherwise():
+    saliency = {"counterfactual_forms": ["dark", "abs-decast"], "quantiles": [0.8, 0.9], "smooth_sigma": 1.0}
+    assert gan.val_maps_settings({"val_maps": {"select": True}}, saliency) == {
+        "forms": ["dark", "abs-decast"], "quantiles": [0.8, 0.9], "smooth_sigma": 1.0, "select": True}
+    own = gan.val_maps_settings({"val_maps": {"forms": ["abs"], "smooth_sigma": 0.0}}, saliency)
+    assert (own["forms"], own["quantiles"], own["smooth_sigma"], own["select"]) == (["abs"], [0.8, 0.9], 0.0, False)
+    assert gan.val_maps_settings({"val_maps": {}}, {"quantiles": [0.5]})["forms"] == ["abs"]  # the saliency step's default form
+    assert gan.val_maps_settings({}, saliency) is None
+    with pytest.raises(UserError, match="train.val_maps: no threshold quantiles"):
+        gan.val_maps_settings({"val_maps": {}}, {})
+    # the train step reads the saliency keys only where it uses them (editing them reruns no other training)
+    from cfgan.steps import keys_for, present_keys, select
+    keys = keys_for("train", "cracks")
+    params = {"seed": 0, "train": {"steps": 1}, "evaluate": {"batch_size": 8, "saliency": saliency}}
+    assert "evaluate.saliency.quantiles" not in present_keys(params, keys)
+    for on in ({"train": {"steps": 1, "val_maps": {}}}, {"datasets": {"cracks": {"train": {"val_maps": {}}}}}):
+        read = [k for k in present_keys({**params, **on}, keys) if k.startswith("evaluate.saliency")]
+        assert select({**params, **on}, read)["evaluate"]["saliency"] == saliency, on
+
+
 def test_val_maps_is_refused_where_val_has_no_masks(tmp_path):
     from types import SimpleNamespace
     with pytest.raises(UserError, match="train.val_maps.*no masks"):

@@ -15,14 +15,15 @@ import yaml
 
 from .code_deps import dvc_deps
 from .config import baseline_runs, deep_merge, grid_runs, grid_seeds, multiclass_runs, read_yaml, segmenter_runs
-from .steps import has_key, has_masks, keys_for, present_keys
+from .steps import has_key, has_masks, key_spec, keys_for, present_keys
 
 
 def _params_section(step: str, files: list[str], base: dict, merged: dict, overlays: list[dict], dataset: str | None = None) -> list:
     """params.yaml keys as a plain list; an overlay's keys under its file name, where it sets them
     (an optional key only where some file holds it)."""
     keys = keys_for(step, dataset)
-    out: list = [k for k in present_keys(merged, keys) if has_key(base, k) or not k + "?" in keys]
+    required = {key for key, optional, _ in map(key_spec, keys) if not optional}
+    out: list = [k for k in present_keys(merged, keys) if has_key(base, k) or k in required]
     for name, overlay in zip(files[1:], overlays):
         present = [k for k in present_keys(merged, keys) if has_key(overlay, k)]
         if present:

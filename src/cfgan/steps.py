@@ -15,7 +15,10 @@ STEP_KEYS: dict[str, list[str]] = {
     "ingest": ["datasets.{dataset}.source"],
     "split": ["seed", "split"],
     "crop": ["seed", "datasets.{dataset}.crop", "datasets.{dataset}.source.layout.mask_classes?"],
-    "train": ["method?", "seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size", "compute?"],
+    "train": ["method?", "seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size", "compute?",
+              # train.val_maps scores the maps as the saliency step does, unless it says otherwise:
+              *(f"evaluate.saliency.{k} when train.val_maps|datasets.{{dataset}}.train.val_maps"
+                for k in ("counterfactual_forms?", "quantiles", "smooth_sigma"))],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size", "compute?"],
     "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles", "compute?"],
     "fid-real": ["evaluate.fid", "evaluate.batch_size", "compute?"],
@@ -30,6 +33,8 @@ STEP_KEYS: dict[str, list[str]] = {
     "report": ["grid", "segmenter.architectures", "report"],
 }
 # A key ending in "?" is optional: read when the params hold it, skipped when they do not.
+# "KEY when A|B": read only where the params hold A or B (so that editing KEY reruns the step only
+# where the step uses it).
 # `method` (src/cfgan/methods.py) is read by the steps its options reach, so that changing it
 # reruns them (its options are filled into their blocks when the params are loaded).
 # `compute` (device, precision) is read by every step that runs a model: results differ in the
@@ -37,8 +42,24 @@ STEP_KEYS: dict[str, list[str]] = {
 
 
 def keys_for(step: str, dataset: str | None = None) -> list[str]:
-    """The step's keys for one data set; optional keys keep their "?" (see `select`, `present_keys`)."""
-    return [k.format(dataset=dataset) for k in STEP_KEYS[step] if dataset is not None or "{dataset}" not in k]
+    """The step's keys for one data set; optional keys keep their "?" and conditions their "when"
+    (see `present_keys`). Without a data set, keys and conditions that name one are left out."""
+    out = []
+    for spec in STEP_KEYS[step]:
+        key, _, when = spec.partition(" when ")
+        if dataset is None and "{dataset}" in key:
+            continue
+        conds = [c.format(dataset=dataset) for c in when.split("|") if c and (dataset is not None or "{dataset}" not in c)]
+        if when and not conds:
+            continue
+        out.append(key.format(dataset=dataset) + (" when " + "|".join(conds) if conds else ""))
+    return out
+
+
+def key_spec(spec: str) -> tuple[str, bool, list[str]]:
+    """(dotted key, optional, conditions) of one entry of `keys_for`."""
+    key, _, when = spec.partition(" when ")
+    return key.rstrip("?"), key.endswith("?"), [c for c in when.split("|") if c]
 
 
 def has_key(params: dict, dotted: str) -> bool:
@@ -51,8 +72,14 @@ def has_key(params: dict, dotted: str) -> bool:
 
 
 def present_keys(params: dict, keys: list[str]) -> list[str]:
-    """The keys without their "?", optional ones only where params hold them."""
-    return [k.rstrip("?") for k in keys if not k.endswith("?") or has_key(params, k.rstrip("?"))]
+    """The dotted keys the step reads from these params: an optional one only where they hold it,
+    a conditional one only where they hold one of its conditions."""
+    out = []
+    for spec in keys:
+        key, optional, conds = key_spec(spec)
+        if (not optional or has_key(params, key)) and (not conds or any(has_key(params, c) for c in conds)):
+            out.append(key)
+    return out
 
 
 def select(params: dict, keys: list[str]) -> dict[str, Any]:

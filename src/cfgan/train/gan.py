@@ -106,20 +106,33 @@ def map_curve(g, split, maps_cfg: dict, batch_size: int, compute: Compute, seed:
     g.eval()
     with compute.autocast():
         form, score = best_form_iou(g, split, maps_cfg["forms"], maps_cfg["quantiles"], batch_size, seed,
-                                    compute.device, maps_cfg.get("smooth_sigma", 0.0))
+                                    compute.device, maps_cfg["smooth_sigma"])
     g.train(was_training)
     return {"val_map_iou": score, "val_map_form": form}
 
 
-def check_val_maps(cfg: dict, val, manifest: Path) -> dict | None:
-    """`train.val_maps` (None: off), refused with a clear error where val has nothing to score it on."""
+def val_maps_settings(cfg: dict, saliency: dict | None) -> dict | None:
+    """`train.val_maps` (None: off) with what it leaves out taken from the saliency step's
+    `evaluate.saliency` (its forms, quantiles and blur), so that a checkpoint selected on the curve
+    is scored as its maps will be; keys set under train.val_maps win."""
     maps_cfg = cfg.get("val_maps")
     if maps_cfg is None:
+        return None
+    saliency = saliency or {}
+    if "quantiles" not in maps_cfg and "quantiles" not in saliency:
+        raise UserError("train.val_maps: no threshold quantiles (set train.val_maps.quantiles or evaluate.saliency.quantiles)")
+    return {"forms": saliency.get("counterfactual_forms", ["abs"]), "quantiles": saliency.get("quantiles"),
+            "smooth_sigma": saliency.get("smooth_sigma", 0.0), "select": False, **maps_cfg}
+
+
+def check_val_maps(cfg: dict, val, manifest: Path, saliency: dict | None = None) -> dict | None:
+    """`val_maps_settings`, refused with a clear error where val has nothing to score the maps on."""
+    if cfg.get("val_maps") is None:
         return None
     if val.masks is None or not bool((val.labels == 1).any()):
         raise UserError(f"train.val_maps scores the maps against val masks, but the val split of {manifest} has "
                         f"{'no masks' if val.masks is None else 'no damaged crop'}: remove train.val_maps for this data set")
-    return maps_cfg
+    return val_maps_settings(cfg, saliency)
 
 
 def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, compute: Compute,
@@ -273,8 +286,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     dev = cx.device
     defect = run_defect(run)  # one-vs-rest: this defect class's crops against the undamaged ones
     train, val = load_split(manifest, "train", defect=defect).to(dev), load_split(manifest, "val", defect=defect)
-    maps_cfg = check_val_maps(cfg, val, manifest)
-    select_on = "val_map_iou" if maps_cfg and maps_cfg.get("select", False) else "val_score"
+    maps_cfg = check_val_maps(cfg, val, manifest, params.get("evaluate", {}).get("saliency"))
+    select_on = "val_map_iou" if maps_cfg and maps_cfg["select"] else "val_score"
     image_size = train.images.shape[-1]
     g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
     d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3))
