@@ -60,6 +60,12 @@ def test_val_maps_logs_the_map_curve_and_can_select_the_step_on_it(small_manifes
     curve = gan.train_gan(deep_merge(params, {"train": {"val_maps": maps}}), manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "curve")
     log = pd.read_csv(tmp_path / "curve/log.csv").dropna(subset=["val_score"])
     assert len(log) == 3 and log["val_map_iou"].between(0, 1).all() and set(log["val_map_form"]) <= {"abs", "dark"}
+    # scoring the maps draws no random number the training draws: the run is the run without the curve
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "plain")
+    load = lambda name: torch.load(tmp_path / f"{name}/checkpoint.pt", weights_only=True)
+    assert same(load("curve")["g"], load("plain")["g"]) and same(load("curve")["d"], load("plain")["d"])
+    pd.testing.assert_frame_equal(log.drop(columns=["val_map_iou", "val_map_form"]),
+                                  pd.read_csv(tmp_path / "plain/log.csv").dropna(subset=["val_score"]), check_dtype=False)
     rows = log.to_dict("records")
     tier = {r["step"]: not gan.collapse_signs(r) for r in rows}
     by_score = max(rows, key=lambda r: (tier[r["step"]], r["val_score"]))["step"]
