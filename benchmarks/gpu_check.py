@@ -142,6 +142,17 @@ def pairing(gname: str, dname: str, gcfg: dict, dcfg: dict, train_cfg: dict, siz
     return out
 
 
+def cli_env(device: str, blocker: Path | None = None) -> dict:
+    """The cfgan steps' environment: src first, then the caller's PYTHONPATH (where wheels carried
+    to the device machine are installed with `pip install --target`: dropping it loses jsonschema);
+    `blocker` (dry runs) goes before both, one thread."""
+    paths = [str(ROOT / "src")] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    env = {**os.environ, "CFGAN_DEVICE": device, "PYTHONPATH": os.pathsep.join(([str(blocker)] if blocker else []) + paths)}
+    if blocker:
+        env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
 def _blocker(folder: Path) -> Path:
     """Stub packages that fail to import, first on PYTHONPATH: the device machine's missing ones."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,10 +185,7 @@ def cli_steps(work: Path, dry: bool, device: str) -> list[dict]:
         ("saliency-segmenter", ["saliency", *p, *m, "--checkpoint", f"results/synthetic/segmenters/{seg}/checkpoint.pt",
                                 "--out", "eval/saliency_seg.csv", "--examples", "eval/saliency_seg.npz"]),
     ]
-    env = {**os.environ, "CFGAN_DEVICE": device, "PYTHONPATH": str(ROOT / "src")}
-    if dry:
-        env["PYTHONPATH"] = os.pathsep.join([str(_blocker(work / "blocked")), env["PYTHONPATH"]])
-        env["OMP_NUM_THREADS"] = "1"
+    env = cli_env(device, _blocker(work / "blocked") if dry else None)
     out = []
     for name, args in steps:
         start = time.perf_counter()

@@ -26,3 +26,18 @@ def test_gpu_check_dry_writes_every_section(tmp_path):
             "saliency-segmenter", "explain"} <= steps.keys()
     assert all(s["rc"] == 0 for s in steps.values()), {k: s["tail"] for k, s in steps.items() if s["rc"]}
     assert steps["train"]["compute"].startswith("train: compute cpu")
+
+
+def test_gpu_check_steps_keep_the_callers_pythonpath(monkeypatch, tmp_path):
+    """On the device machine the carried wheels sit on PYTHONPATH (pip install --target): the cfgan
+    steps must still see them (a 2026-12-04 run lost jsonschema and every step failed)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    env = gpu_check.cli_env("cuda")
+    assert env["PYTHONPATH"].split(":") == [str(ROOT / "src"), "/tmp/site"] and env["CFGAN_DEVICE"] == "cuda"
+    dry = gpu_check.cli_env("cpu", tmp_path / "blocked")
+    assert dry["PYTHONPATH"].split(":") == [str(tmp_path / "blocked"), str(ROOT / "src"), "/tmp/site"] and dry["OMP_NUM_THREADS"] == "1"
