@@ -127,12 +127,11 @@ def val_maps_settings(cfg: dict, saliency: dict | None) -> dict | None:
 
 def check_val_maps(cfg: dict, val, manifest: Path, saliency: dict | None = None) -> dict | None:
     """`val_maps_settings`, refused with a clear error where val has nothing to score the maps on."""
-    if cfg.get("val_maps") is None:
-        return None
-    if val.masks is None or not bool((val.labels == 1).any()):
+    settings = val_maps_settings(cfg, saliency)
+    if settings is not None and (val.masks is None or not bool((val.labels == 1).any())):
         raise UserError(f"train.val_maps scores the maps against val masks, but the val split of {manifest} has "
                         f"{'no masks' if val.masks is None else 'no damaged crop'}: remove train.val_maps for this data set")
-    return val_maps_settings(cfg, saliency)
+    return settings
 
 
 def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, compute: Compute,
