@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfgan.train.gan import selection_key
+from cfgan.train.gan import StepKeeper
 
 PANELS = {"val_map_iou": "maps' val IoU (best form)", "val_score": "selection score (labels only)"}
 
@@ -39,17 +39,21 @@ def read_curves(logs: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def selected(curve: pd.DataFrame, column: str) -> pd.Series:
-    """The row the training loop keeps when it selects on `column` (max keeps the first of equals,
-    as training keeps the earlier step)."""
-    rows = curve.to_dict("records")
-    return curve.iloc[max(range(len(rows)), key=lambda i: selection_key(rows[i], column))]
+def selected(curve: pd.DataFrame, column: str, tolerance: float = 0.0) -> pd.Series:
+    """The row the training loop keeps when it selects on `column` (with train.val_maps.tolerance):
+    the same keeper, fed the logged rows in order."""
+    keeper = StepKeeper(column, tolerance)
+    for i, row in enumerate(curve.to_dict("records")):
+        keeper.offer(row["step"], row, lambda i=i: {"index": i})
+    return curve.iloc[keeper.kept()["index"]]
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--log", action="append", required=True, help="LABEL=GLOB of log.csv files (repeatable)")
     ap.add_argument("--reference", action="append", default=[], help="NAME=VAL_IOU, a horizontal line on the maps panel")
+    ap.add_argument("--tolerance", type=float, default=0.0,
+                    help="also print the step train.val_maps.tolerance would keep (select on maps with this tolerance)")
     ap.add_argument("--out", required=True, help="the figure (.png)")
     args = ap.parse_args(argv)
     curves = read_curves(args.log)
@@ -63,8 +67,13 @@ def main(argv=None) -> None:
     print(curves[["label", "run", "step", *PANELS, "val_map_form"]].round(3).to_string(index=False))
     for (label, run), curve in curves.groupby(["label", "run"], sort=False):
         by_score, by_maps = selected(curve, "val_score"), selected(curve, "val_map_iou")
-        print(f"{label} {run}: val_score keeps step {by_score['step']:.0f} (maps {by_score['val_map_iou']:.3f}); "
-              f"select on maps keeps step {by_maps['step']:.0f} (maps {by_maps['val_map_iou']:.3f})")
+        line = (f"{label} {run}: val_score keeps step {by_score['step']:.0f} (maps {by_score['val_map_iou']:.3f}); "
+                f"select on maps keeps step {by_maps['step']:.0f} (maps {by_maps['val_map_iou']:.3f})")
+        if args.tolerance:
+            by_tol = selected(curve, "val_map_iou", args.tolerance)
+            line += (f"; with tolerance {args.tolerance:g}, step {by_tol['step']:.0f} "
+                     f"(maps {by_tol['val_map_iou']:.3f}, score {by_tol['val_score']:.3f})")
+        print(line)
 
     import matplotlib
     matplotlib.use("Agg")

@@ -143,6 +143,11 @@ def test_val_curves_draws_the_curves_and_says_which_step_each_selection_rule_kee
     text = capsys.readouterr().out
     # a collapsed step is kept last by either rule, as in training
     assert "variant run-s0: val_score keeps step 4 (maps 0.250); select on maps keeps step 2 (maps 0.300)" in text
+    # train.val_maps.tolerance: step 4's maps are within 0.06 of the best (0.30), and its val score is higher
+    val_curves.main(["--log", f"variant={run}/log.csv", "--tolerance", "0.06", "--out", str(out)])
+    assert "; with tolerance 0.06, step 4 (maps 0.250, score 0.700)" in capsys.readouterr().out
+    val_curves.main(["--log", f"variant={run}/log.csv", "--tolerance", "0.04", "--out", str(out)])
+    assert "; with tolerance 0.04, step 2 (maps 0.300, score 0.500)" in capsys.readouterr().out
     assert out.stat().st_size > 10_000 and not list(out.parent.glob("*.tmp.png"))
     pd.DataFrame(rows).drop(columns="val_map_iou").to_csv(run / "log.csv", index=False)
     with pytest.raises(SystemExit, match="train.val_maps"):

@@ -85,6 +85,81 @@ def test_val_maps_logs_the_map_curve_and_can_select_the_step_on_it(small_manifes
     assert "val masks read" not in notes[0] and f"step {peak} selected on the maps' val IoU (val masks read" in notes[1]  # every table row says so
 
 
+HEALTHY = {"val_change": 0.03, "val_damaged_rate_d": 0.4, "val_damaged_rate_g": 0.3, "val_auc_fake": 0.7}
+
+
+def test_the_step_keeper_keeps_the_best_classifier_among_maps_within_the_tolerance():
+    rows = [(1, 0.30, 0.9, {}), (2, 0.375, 0.7, {}), (3, 0.383, 0.6, {}), (4, 0.50, 0.99, {"val_change": 0.0}),  # 4: G the identity
+            (5, 0.39, 0.55, {}), (6, 0.20, 0.95, {}), (7, 0.385, 0.6, {})]
+
+    def feed(keeper, upto=len(rows)):
+        for step, iou, score, bad in rows[:upto]:
+            keeper.offer(step, {**HEALTHY, "val_map_iou": iou, "val_score": score, **bad}, lambda step=step: {"g": step})
+        return keeper
+
+    plain = feed(gan.StepKeeper("val_map_iou")).kept()
+    assert (plain["step"], plain["g"]) == (5, 5)  # the best maps of the healthy tier (step 4 is collapsed)
+    wide = feed(gan.StepKeeper("val_map_iou", 0.01))
+    assert wide.kept()["step"] == 3  # within 0.01 of 0.39: steps 3, 5, 7; the best val score, the earliest of equals
+    assert [c["step"] for c in wide.candidates] == [3, 5, 7]  # 1 and 2 were candidates until the best rose past them
+    assert feed(gan.StepKeeper("val_score")).kept()["step"] == 6  # label-only selection, as before
+    # a resume file's state continues the same decision
+    half = feed(gan.StepKeeper("val_map_iou", 0.01), upto=4)
+    resumed = gan.StepKeeper("val_map_iou", 0.01, state=half.state())
+    for step, iou, score, bad in rows[4:]:
+        resumed.offer(step, {**HEALTHY, "val_map_iou": iou, "val_score": score, **bad}, lambda step=step: {"g": step})
+    assert resumed.kept()["step"] == 3 and resumed.top == wide.top
+    with pytest.raises(UserError, match="tolerance.*needs train.val_maps.select: true"):
+        gan.val_maps_settings({"val_maps": {"tolerance": 0.01}}, {"quantiles": [0.5]})
+
+
+def test_val_maps_tolerance_is_trained_resumed_and_named_in_every_row(small_manifest, tmp_path, monkeypatch):
+    from cfgan.compute import resolve
+    from cfgan.config import deep_merge
+    from cfgan.evaluate.run import _run_note
+    from cfgan.train.common import load_checkpoint
+    params, manifest = small_manifest
+    run = "cnn_unet-resnet3-c1-s0"
+    curve = gan.train_gan(deep_merge(params, {"train": {"val_maps": {"quantiles": [0.5]}}}), manifest, run, tmp_path / "curve")
+    log = pd.read_csv(tmp_path / "curve/log.csv").dropna(subset=["val_score"]).to_dict("records")
+    assert curve["best_step"] and len(log) == 3
+    # maps that the curve cannot tell apart (all three within 0.01), peaking away from the best val score: the score wins
+    tier = max(not gan.collapse_signs(r) for r in log)
+    want = max((r for r in log if (not gan.collapse_signs(r)) == tier), key=lambda r: (r["val_score"], -r["step"]))["step"]
+    ious = [0.405 if r["step"] == next(q["step"] for q in log if q["step"] != want) else 0.400 for r in log]
+    cfg = deep_merge(params, {"train": {"val_maps": {"quantiles": [0.5], "select": True, "tolerance": 0.01}}})
+
+    def fed_curve():
+        it = iter(ious)
+        monkeypatch.setattr(gan, "best_form_iou", lambda *a, **k: ("abs", next(it)))
+
+    fed_curve()
+    chosen = gan.train_gan(cfg, manifest, run, tmp_path / "tol")
+    assert chosen["best_step"] == want and chosen["val_maps"] == {"selected_on": "val_map_iou", "form": "abs", "tolerance": 0.01}
+    note = _run_note(load_checkpoint(tmp_path / "tol/checkpoint.pt"), resolve(params))
+    assert f"step {want} selected on the best val score among steps within 0.01 of the best maps' val IoU" in note
+    # killed after its second validation, resumed: the same kept step and weights
+    fed_curve()
+    calls, real_augment = {"n": 0}, gan.augment
+
+    def dying_augment(x, c, rng, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_augment(x, c, rng, **kw)
+
+    monkeypatch.setattr(gan, "augment", dying_augment)
+    with pytest.raises(KeyboardInterrupt):
+        gan.train_gan(cfg, manifest, run, tmp_path / "killed")
+    monkeypatch.setattr(gan, "augment", real_augment)
+    it = iter(ious[2:])  # the first two validations are in the resume file
+    monkeypatch.setattr(gan, "best_form_iou", lambda *a, **k: ("abs", next(it)))
+    again = gan.train_gan(cfg, manifest, run, tmp_path / "killed")
+    assert same(again, chosen)
+    a, b = load_checkpoint(tmp_path / "tol/checkpoint.pt"), load_checkpoint(tmp_path / "killed/checkpoint.pt")
+    assert same(a["g"], b["g"]) and same(a["d"], b["d"])
+
+
 def test_val_maps_scores_the_maps_as_the_saliency_step_unless_it_says_otherwise():
     saliency = {"counterfactual_forms": ["dark", "abs-decast"], "quantiles": [0.8, 0.9], "smooth_sigma": 1.0}
     assert gan.val_maps_settings({"val_maps": {"select": True}}, saliency) == {

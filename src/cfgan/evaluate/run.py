@@ -38,7 +38,9 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
     method = method_of(ckpt.get("params", {}))
     note = (f"; method {method}" if method != "paper" else "") + f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
     if ckpt.get("summary", {}).get("val_maps", {}).get("selected_on") == "val_map_iou":
-        note += f"; step {ckpt['summary']['best_step']} selected on the maps' val IoU (val masks read: train.val_maps.select)"
+        tolerance = ckpt["summary"]["val_maps"].get("tolerance")
+        rule = f"the best val score among steps within {tolerance:g} of the best maps' val IoU" if tolerance else "the maps' val IoU"
+        note += f"; step {ckpt['summary']['best_step']} selected on {rule} (val masks read: train.val_maps.select)"
     signs = ckpt.get("summary", {}).get("collapse") or []
     return note + (f"; COLLAPSED run {ckpt['summary']['run']}: " + "; ".join(signs) if signs else "")
 

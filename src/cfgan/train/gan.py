@@ -98,6 +98,46 @@ def selection_key(row: dict, column: str = "val_score") -> tuple[bool, float]:
     return not collapse_signs(row), row[column]
 
 
+class StepKeeper:
+    """Which validated step a run keeps, decided as the run goes (a run cannot go back to a step it
+    did not keep). Rows are ranked by `selection_key` on `column`.
+
+    tolerance 0: the best row, the earliest of equals. tolerance t > 0 (`train.val_maps.tolerance`,
+    not in the paper): every row of the best row's collapse tier within t of the best `column` stays a
+    candidate, and the run keeps the candidate with the best label-only val_score (the earliest of
+    equals). The maps' val IoU moves by ~0.01 between neighbouring checkpoints, which is about its
+    standard error (~180 damaged val crops), so among maps the curve cannot tell apart the better
+    classifier wins. Candidates are pruned as the best rises: a rising curve holds one, a plateau
+    within t holds all of its steps."""
+
+    def __init__(self, column: str = "val_score", tolerance: float = 0.0, state: dict | None = None):
+        self.column, self.tolerance = column, tolerance
+        self.top, self.candidates = (False, -math.inf), []
+        if state is not None:  # a resume file's `state()`
+            self.top, self.candidates = tuple(state["top"]), [{**c, "key": tuple(c["key"])} for c in state["candidates"]]
+
+    def _near(self, key: tuple) -> bool:
+        return key[0] == self.top[0] and key[1] >= self.top[1] - self.tolerance
+
+    def offer(self, step: int, row: dict, payload) -> None:
+        """Consider a validated step; `payload()` (the weights to keep) is called only if it stays."""
+        key = selection_key(row, self.column)
+        if key > self.top:
+            self.top = key
+            self.candidates = [c for c in self.candidates if self._near(c["key"])]
+        if self._near(key) and (self.tolerance > 0 or not self.candidates):
+            self.candidates.append({"key": key, "score": row["val_score"], "step": step, "row": dict(row), **payload()})
+
+    def kept(self) -> dict:
+        """The kept candidate: its key, val_score, step, row and payload."""
+        if self.tolerance == 0:
+            return self.candidates[0]
+        return max(self.candidates, key=lambda c: (c["score"], -c["step"]))
+
+    def state(self) -> dict:
+        return {"top": self.top, "candidates": self.candidates}
+
+
 def map_curve(g, split, maps_cfg: dict, batch_size: int, compute: Compute, seed: int) -> dict:
     """`train.val_maps`: the counterfactual maps' mean IoU on the damaged val crops (the best of its
     forms, the threshold chosen on those crops, as the saliency step chooses on val), G in eval mode
@@ -121,6 +161,8 @@ def val_maps_settings(cfg: dict, saliency: dict | None) -> dict | None:
     saliency = saliency or {}
     if "quantiles" not in maps_cfg and "quantiles" not in saliency:
         raise UserError("train.val_maps: no threshold quantiles (set train.val_maps.quantiles or evaluate.saliency.quantiles)")
+    if maps_cfg.get("tolerance", 0) > 0 and not maps_cfg.get("select", False):
+        raise UserError("train.val_maps.tolerance widens selection on the maps' val IoU: it needs train.val_maps.select: true")
     return {"forms": saliency.get("counterfactual_forms", ["abs"]), "quantiles": saliency.get("quantiles"),
             "smooth_sigma": saliency.get("smooth_sigma", 0.0), "select": False, **maps_cfg}
 
@@ -287,12 +329,13 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     train, val = load_split(manifest, "train", defect=defect).to(dev), load_split(manifest, "val", defect=defect)
     maps_cfg = check_val_maps(cfg, val, manifest, params.get("evaluate", {}).get("saliency"))
     select_on = "val_map_iou" if maps_cfg and maps_cfg["select"] else "val_score"
+    tolerance = maps_cfg.get("tolerance", 0.0) if select_on == "val_map_iou" else 0.0
     image_size = train.images.shape[-1]
     g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
     d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3))
     opt_g, opt_d = optimizers(g, d, cfg)
     resume_path = out_dir / "resume.pt"
-    start, log, best = 0, [], {"key": (False, -1.0), "score": -1.0, "step": 0, "row": None, "g": None, "d": None}
+    start, log, keeper = 0, [], StepKeeper(select_on, tolerance)
     if resume_path.exists():
         state = load_checkpoint(resume_path)
         if state["params"] == params and state["run"] == run:
@@ -301,7 +344,9 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
             rng.set_state(state["rng"]); torch.set_rng_state(state["torch_rng"])
             if dev.type == "cuda" and "cuda_rng" in state:  # G's noise and dropout draw from the device's generator there
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
-            start, log, best = state["step"], state["log"], state["best"]
+            start, log = state["step"], state["log"]
+            # (a resume file written before 2026-12-04 holds its one kept step as "best")
+            keeper = StepKeeper(select_on, tolerance, state.get("keeper") or {"top": state["best"]["key"], "candidates": [state["best"]]})
             print(f"resuming {run} from step {start}")
     g.train(); d.train()
     if start == 0:
@@ -332,17 +377,15 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
             row.update(validate(shown, d, val, params["evaluate"]["batch_size"], cx, seed))
             if maps_cfg:
                 row.update(map_curve(shown, val, maps_cfg, params["evaluate"]["batch_size"], cx, seed))
-            key = selection_key(row, select_on)  # strictly better: on a tie the earlier step stays
-            if key > best["key"]:
-                best = {"key": key, "score": row["val_score"], "step": step + 1, "row": dict(row),
-                        "g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(d.state_dict())}
+            keeper.offer(step + 1, row, lambda: {"g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(d.state_dict())})
             if not last:
                 save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),
                                               "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                               "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
                                               **({"cuda_rng": torch.cuda.get_rng_state_all()} if dev.type == "cuda" else {}),
                                               **({"g_ema": ema.state_dict()} if ema is not None else {}),
-                                              "log": log, "best": best})
+                                              "log": log, "keeper": keeper.state()})
+    best = keeper.kept()
     collapse = collapse_signs(best["row"])
     for sign in collapse:
         print(f"WARNING {run}: collapsed at its selected step {best['step']}: {sign}")
@@ -352,7 +395,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}),
                "lr_schedule": cfg.get("lr_schedule", "constant"), "image_size": image_size,
                **({"ema_g": decay} if decay > 0 else {}),
-               **({"val_maps": {"selected_on": select_on, "form": best["row"]["val_map_form"]}} if maps_cfg else {})}
+               **({"val_maps": {"selected_on": select_on, "form": best["row"]["val_map_form"],
+                                **({"tolerance": tolerance} if tolerance > 0 else {})}} if maps_cfg else {})}
     with cx.autocast():
         summary["ood"] = calibrate_run(g, d, best, train, val, seed, dev)  # for `cfgan explain`
     save_run(out_dir, {"kind": "gan", "g": best["g"], "d": best["d"], "params": params, "summary": summary}, log, cx)
