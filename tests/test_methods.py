@@ -83,9 +83,15 @@ def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_fr
     assert long["method"] == short["method"] and long["train"]["steps"] == long["baseline"]["steps"] > short["train"]["steps"]
     assert long["train"]["val_maps"]["select"] and "val_maps" not in short["train"]
     _assert_beside(long, short)
+    # the tolerance variant trains exactly as the long profile (only the kept step can differ), apart from it
+    tol = loaded["crackforest-r1-tol"]
+    assert tol["train"]["val_maps"] == {**long["train"]["val_maps"], "tolerance": 0.01}
+    assert {**tol, "train": {**tol["train"], "val_maps": long["train"]["val_maps"]}, "run_datasets": long["run_datasets"],
+            "datasets": long["datasets"]} == long
+    _assert_beside(tol, long)
     # a profile that selects its checkpoint on the maps' val IoU scores the maps as its saliency step will
     selecting = {name for name, p in loaded.items() if p["train"].get("val_maps", {}).get("select")}
-    assert {"crackforest-r1-long", "neu-r1"} <= selecting
+    assert {"crackforest-r1-long", "crackforest-r1-tol", "neu-r1"} <= selecting
     from cfgan.train.gan import val_maps_settings
     for name in selecting:
         curve, saliency = val_maps_settings(loaded[name]["train"], loaded[name]["evaluate"]["saliency"]), loaded[name]["evaluate"]["saliency"]
