@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cfgan import cpu  # noqa: E402
-from cfgan.compute import Compute, cpu_has_bf16_matrix_units, resolve  # noqa: E402
+from cfgan.compute import Compute, cpu_has_native_bf16, resolve  # noqa: E402
 from cfgan.config import load_params  # noqa: E402
 from cfgan.models import build_discriminator, build_generator  # noqa: E402
 from cfgan.train.gan import gan_step, optimizers  # noqa: E402
@@ -72,13 +72,13 @@ def matmul_peak(n: int = 2048, repeat: int = 10, precision: str = "fp32") -> flo
 
 
 def bf16_peak_line() -> str:
-    """The bf16 matmul peak, in words. Without bf16 matrix units torch emulates bf16 products
+    """The bf16 matmul peak, in words. Without native bf16 (AMX or AVX512-BF16) torch emulates bf16 products
     (~1 GFLOP/s on a 2-core AVX2 CPU: a 2048^3 product would take ~20 s), so there it is measured
     on a 512^3 product and labelled emulated: `auto` never picks it there."""
-    if cpu_has_bf16_matrix_units() or torch.cuda.is_available():
+    if cpu_has_native_bf16() or torch.cuda.is_available():
         return f"bf16 matmul peak (2048^3): {matmul_peak(precision='bf16') / 1e9:.1f} GFLOP/s"
     return (f"bf16 matmul peak (512^3): {matmul_peak(512, 3, precision='bf16') / 1e9:.1f} GFLOP/s, emulated "
-            f"(this CPU has no bf16 matrix units: compute.precision auto runs fp32 here)")
+            f"(this CPU has no native bf16, neither AMX nor AVX512-BF16: compute.precision auto runs fp32 here)")
 
 
 FP32 = Compute(torch.device("cpu"), "fp32", channels_last=False)  # the eager fp32 path every race compares against

@@ -111,7 +111,7 @@ def test_augmentation_is_identity_when_disabled_and_stays_in_range():
 @pytest.mark.slow
 def test_every_paper_pairing_trains_one_step_at_224px():
     """The paper grid at its real size: every generator x discriminator, one D and one G step, at
-    the default precision (bf16 and channels-last on a CPU with bf16 matrix units)."""
+    the default precision (bf16 and channels-last on a CPU with native bf16)."""
     from cfgan.compute import resolve
     from cfgan.config import load_params
     from cfgan.models import DISCRIMINATORS, GENERATORS

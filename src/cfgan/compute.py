@@ -5,8 +5,8 @@ environment variable CFGAN_DEVICE overrides it. Asking for `cuda` where there is
 that names what is missing, never a silent fall-back to the CPU (a paper-scale job would then run
 for days and hit its time limit).
 
-`compute.precision`: `auto` (bf16 on a CUDA GPU or on a CPU with bf16 matrix units, AMX; fp32
-elsewhere), `bf16` or `fp32`. bf16 is `torch.autocast`: parameters, optimizer state, batch-norm
+`compute.precision`: `auto` (bf16 on a CUDA GPU or on a CPU that computes bf16 natively, AMX or
+AVX512-BF16; fp32 elsewhere), `bf16` or `fp32`. bf16 is `torch.autocast`: parameters, optimizer state, batch-norm
 statistics and gradients stay fp32, the matrix products and convolutions run in bf16. Losses, the
 saliency maps and their thresholds are computed in fp32 (the model outputs are cast back before
 any of them), and the VQ codebook distances disable autocast (models/quantize.py).
@@ -38,17 +38,20 @@ PRECISIONS = ("auto", "bf16", "fp32")
 ENV_DEVICE = "CFGAN_DEVICE"
 
 
-def cpu_has_bf16_matrix_units() -> bool:
-    """AMX tiles (Sapphire Rapids and later): where bf16 matrix products beat fp32 several times.
-    AVX512-BF16 alone only converts faster; it is not counted."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if probe is not None:
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 products natively: AMX tiles (Intel Sapphire Rapids and later)
+    or AVX512-BF16 dot products (Intel Cooper Lake, AMD Zen 4 and later). Either beats fp32 several
+    times; without both (AVX2 only) torch emulates bf16, tens of times slower than fp32. Measured on
+    2 cores (benchmarks/README.md): AMX Xeon, 2048^3 matmul 2,369 GFLOP/s bf16 vs 374 fp32; AMD Zen 5
+    with AVX512-BF16 and no AMX (2026-12-04), 699 vs 144 and the CrackForest GAN step x2.47."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if all(probes):
         try:
-            return bool(probe())
+            return any(probe() for probe in probes)
         except RuntimeError:
             pass
     cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.is_file() and " amx_bf16" in cpuinfo.read_text()
+    return cpuinfo.is_file() and any(f" {flag}" in cpuinfo.read_text() for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def _cuda_missing() -> str:
@@ -153,12 +156,12 @@ def _fp32_forward(forward):
 
 @functools.cache  # once per process
 def warn_emulated_bf16() -> None:
-    """Once per process, on stderr: bf16 asked for on a CPU without bf16 matrix units. There
+    """Once per process, on stderr: bf16 asked for on a CPU without native bf16 (AMX or AVX512-BF16). There
     torch emulates bf16 products with conversions (measured 2026-12-03 on a 2-core AMD EPYC with
     AVX2 only: a 1024 x 1024 matmul at 0.9 GFLOP/s in bf16 against 52 in fp32), so a run is tens of
-    times slower than at fp32. A warning, not an error: bf16 may be wanted to repeat an AMX
-    machine's numbers bit for bit."""
-    print("WARNING compute.precision: bf16 on a CPU without bf16 matrix units (no AMX): torch emulates it, "
+    times slower than at fp32. A warning, not an error: bf16 may be wanted to repeat a bf16
+    machine's numbers."""
+    print("WARNING compute.precision: bf16 on a CPU without native bf16 (no AMX, no AVX512-BF16): torch emulates it, "
           "tens of times slower than fp32; set compute.precision to auto or fp32 unless you need bf16's numbers",
           file=sys.stderr)
 
@@ -180,8 +183,8 @@ def resolve(params: dict | None) -> Compute:
     if precision not in PRECISIONS:
         raise UserError(f"compute.precision is {precision!r}; allowed values: {', '.join(PRECISIONS)}")
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" or cpu_has_bf16_matrix_units() else "fp32"
-    elif precision == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
+        precision = "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
+    elif precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         warn_emulated_bf16()
     layout = cfg.get("channels_last", "auto")
     if layout not in ("auto", True, False):
