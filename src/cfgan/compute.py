@@ -6,8 +6,8 @@ that names what is missing, never a silent fall-back to the CPU (a paper-scale j
 for days and hit its time limit).
 
 `compute.precision`: `auto` (bf16 on a CUDA GPU or on a CPU that computes bf16 natively, AMX or
-AVX512-BF16; fp32 elsewhere), `bf16` or `fp32`. bf16 is `torch.autocast`: parameters, optimizer state, batch-norm
-statistics and gradients stay fp32, the matrix products and convolutions run in bf16. Losses, the
+AVX512-BF16; fp32 elsewhere), `bf16` or `fp32`. bf16 is `torch.autocast`: parameters, optimizer
+state, batch-norm statistics and gradients stay fp32, the matrix products and convolutions run in bf16. Losses, the
 saliency maps and their thresholds are computed in fp32 (the model outputs are cast back before
 any of them), and the VQ codebook distances disable autocast (models/quantize.py).
 
@@ -43,7 +43,7 @@ def cpu_has_native_bf16() -> bool:
     or AVX512-BF16 dot products (Intel Cooper Lake, AMD Zen 4 and later). Either beats fp32 several
     times; without both (AVX2 only) torch emulates bf16, tens of times slower than fp32. Measured on
     2 cores (benchmarks/README.md): AMX Xeon, 2048^3 matmul 2,369 GFLOP/s bf16 vs 374 fp32; AMD Zen 5
-    with AVX512-BF16 and no AMX (2026-12-04), 699 vs 144 and the CrackForest GAN step x2.47."""
+    with AVX512-BF16 and no AMX (2026-12-04), 767.5 vs 188.0 and the CrackForest GAN step x2.0-2.5."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     if all(probes):
         try:
@@ -51,7 +51,8 @@ def cpu_has_native_bf16() -> bool:
         except RuntimeError:
             pass
     cpuinfo = Path("/proc/cpuinfo")
-    return cpuinfo.is_file() and any(f" {flag}" in cpuinfo.read_text() for flag in ("amx_bf16", "avx512_bf16"))
+    flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def _cuda_missing() -> str:

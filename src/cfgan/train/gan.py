@@ -105,9 +105,9 @@ class StepKeeper:
     tolerance 0: the best row, the earliest of equals. tolerance t > 0 (`train.val_maps.tolerance`,
     not in the paper): every row of the best row's collapse tier within t of the best `column` stays a
     candidate, and the run keeps the candidate with the best label-only val_score (the earliest of
-    equals). The maps' val IoU moves by ~0.01 between neighbouring checkpoints, which is about its
-    standard error (~180 damaged val crops), so among maps the curve cannot tell apart the better
-    classifier wins. Candidates are pruned as the best rises: a rising curve holds one, a plateau
+    equals). On CrackForest the maps' val IoU moves by ~0.01 between neighbouring checkpoints, about
+    its standard error over ~180 damaged val crops, so among maps the curve cannot tell apart the
+    better classifier wins. Candidates are pruned as the best rises: a rising curve holds one, a plateau
     within t holds all of its steps."""
 
     def __init__(self, column: str = "val_score", tolerance: float = 0.0, state: dict | None = None):
