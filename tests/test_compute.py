@@ -60,7 +60,7 @@ def test_bf16_forced_on_a_cpu_without_bf16_units_warns_once(monkeypatch, capsys,
 @pytest.mark.parametrize("amx,avx512_bf16,native", [(True, False, True), (False, True, True), (False, False, False)])
 def test_native_bf16_is_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16, native):
     """AVX512-BF16 without AMX (AMD Zen 4/5, Intel Cooper Lake) counts: measured on a 2-core Zen 5, bf16
-    matmuls 4.9x and the CrackForest GAN step 2.5x faster than fp32 (benchmarks/README.md)."""
+    matmuls 4.1-4.9x and the CrackForest GAN step 2.0-2.5x faster than fp32 (benchmarks/README.md)."""
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert compute.cpu_has_native_bf16() is native

@@ -6,23 +6,27 @@ from cfgan.errors import UserError
 from cfgan.train import gan
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monkeypatch, capsys):
-    params, manifest = small_manifest
-    out = tmp_path / "run"
-    calls = {"n": 0}
-    real_augment = gan.augment
+def killed_during_step_5(monkeypatch, params, manifest, run, out) -> None:
+    """Train until the process is killed during step 5 (its resume file holds step 4), then restore augment."""
+    calls, real_augment = {"n": 0}, gan.augment
 
     def dying_augment(x, cfg, rng, **kw):
         calls["n"] += 1
         if calls["n"] == 5:
-            raise KeyboardInterrupt  # the process is killed during step 5
+            raise KeyboardInterrupt
         return real_augment(x, cfg, rng, **kw)
 
     monkeypatch.setattr(gan, "augment", dying_augment)
     with pytest.raises(KeyboardInterrupt):
-        gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", out)
-    assert (out / "resume.pt").exists() and not (out / "checkpoint.pt").exists()
+        gan.train_gan(params, manifest, run, out)
     monkeypatch.setattr(gan, "augment", real_augment)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monkeypatch, capsys):
+    params, manifest = small_manifest
+    out = tmp_path / "run"
+    killed_during_step_5(monkeypatch, params, manifest, "cnn_unet-resnet3-c1-s0", out)
+    assert (out / "resume.pt").exists() and not (out / "checkpoint.pt").exists()
     gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", out)
     assert "resuming cnn_unet-resnet3-c1-s0 from step 4" in capsys.readouterr().out
     log = pd.read_csv(out / "log.csv")
@@ -92,8 +96,8 @@ def test_the_step_keeper_keeps_the_best_classifier_among_maps_within_the_toleran
     rows = [(1, 0.30, 0.9, {}), (2, 0.375, 0.7, {}), (3, 0.383, 0.6, {}), (4, 0.50, 0.99, {"val_change": 0.0}),  # 4: G the identity
             (5, 0.39, 0.55, {}), (6, 0.20, 0.95, {}), (7, 0.385, 0.6, {})]
 
-    def feed(keeper, upto=len(rows)):
-        for step, iou, score, bad in rows[:upto]:
+    def feed(keeper, part=rows):
+        for step, iou, score, bad in part:
             keeper.offer(step, {**HEALTHY, "val_map_iou": iou, "val_score": score, **bad}, lambda step=step: {"g": step})
         return keeper
 
@@ -104,11 +108,9 @@ def test_the_step_keeper_keeps_the_best_classifier_among_maps_within_the_toleran
     assert [c["step"] for c in wide.candidates] == [3, 5, 7]  # 1 and 2 were candidates until the best rose past them
     assert feed(gan.StepKeeper("val_score")).kept()["step"] == 6  # label-only selection, as before
     # a resume file's state continues the same decision
-    half = feed(gan.StepKeeper("val_map_iou", 0.01), upto=4)
-    resumed = gan.StepKeeper("val_map_iou", 0.01, state=half.state())
-    for step, iou, score, bad in rows[4:]:
-        resumed.offer(step, {**HEALTHY, "val_map_iou": iou, "val_score": score, **bad}, lambda step=step: {"g": step})
-    assert resumed.kept()["step"] == 3 and resumed.top == wide.top
+    half = feed(gan.StepKeeper("val_map_iou", 0.01), rows[:4])
+    resumed = feed(gan.StepKeeper("val_map_iou", 0.01, candidates=half.candidates), rows[4:])
+    assert resumed.kept()["step"] == 3 and [c["key"] for c in resumed.candidates] == [c["key"] for c in wide.candidates]
     with pytest.raises(UserError, match="tolerance.*needs train.val_maps.select: true"):
         gan.val_maps_settings({"val_maps": {"tolerance": 0.01}}, {"quantiles": [0.5]})
 
@@ -126,7 +128,8 @@ def test_val_maps_tolerance_is_trained_resumed_and_named_in_every_row(small_mani
     # maps that the curve cannot tell apart (all three within 0.01), peaking away from the best val score: the score wins
     tier = max(not gan.collapse_signs(r) for r in log)
     want = max((r for r in log if (not gan.collapse_signs(r)) == tier), key=lambda r: (r["val_score"], -r["step"]))["step"]
-    ious = [0.405 if r["step"] == next(q["step"] for q in log if q["step"] != want) else 0.400 for r in log]
+    peak = next(q["step"] for q in log if q["step"] != want and (not gan.collapse_signs(q)) == tier)  # plain select would keep it
+    ious = [0.405 if r["step"] == peak else 0.400 for r in log]
     cfg = deep_merge(params, {"train": {"val_maps": {"quantiles": [0.5], "select": True, "tolerance": 0.01}}})
 
     def fed_curve():
@@ -140,18 +143,7 @@ def test_val_maps_tolerance_is_trained_resumed_and_named_in_every_row(small_mani
     assert f"step {want} selected on the best val score among steps within 0.01 of the best maps' val IoU" in note
     # killed after its second validation, resumed: the same kept step and weights
     fed_curve()
-    calls, real_augment = {"n": 0}, gan.augment
-
-    def dying_augment(x, c, rng, **kw):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_augment(x, c, rng, **kw)
-
-    monkeypatch.setattr(gan, "augment", dying_augment)
-    with pytest.raises(KeyboardInterrupt):
-        gan.train_gan(cfg, manifest, run, tmp_path / "killed")
-    monkeypatch.setattr(gan, "augment", real_augment)
+    killed_during_step_5(monkeypatch, cfg, manifest, run, tmp_path / "killed")
     it = iter(ious[2:])  # the first two validations are in the resume file
     monkeypatch.setattr(gan, "best_form_iou", lambda *a, **k: ("abs", next(it)))
     again = gan.train_gan(cfg, manifest, run, tmp_path / "killed")

@@ -110,22 +110,18 @@ class StepKeeper:
     better classifier wins. Candidates are pruned as the best rises: a rising curve holds one, a plateau
     within t holds all of its steps."""
 
-    def __init__(self, column: str = "val_score", tolerance: float = 0.0, state: dict | None = None):
+    def __init__(self, column: str = "val_score", tolerance: float = 0.0, candidates: list[dict] | None = None):
         self.column, self.tolerance = column, tolerance
-        self.top, self.candidates = (False, -math.inf), []
-        if state is not None:  # a resume file's `state()`
-            self.top, self.candidates = tuple(state["top"]), [{**c, "key": tuple(c["key"])} for c in state["candidates"]]
-
-    def _near(self, key: tuple) -> bool:
-        return key[0] == self.top[0] and key[1] >= self.top[1] - self.tolerance
+        # the best key so far is always a candidate's (the best row is near itself), so the candidates are the state
+        self.candidates = [{**c, "key": tuple(c["key"])} for c in candidates or []]  # (a resume file's, when given)
 
     def offer(self, step: int, row: dict, payload) -> None:
         """Consider a validated step; `payload()` (the weights to keep) is called only if it stays."""
         key = selection_key(row, self.column)
-        if key > self.top:
-            self.top = key
-            self.candidates = [c for c in self.candidates if self._near(c["key"])]
-        if self._near(key) and (self.tolerance > 0 or not self.candidates):
+        top = max([key] + [c["key"] for c in self.candidates])
+        near = lambda k: k[0] == top[0] and k[1] >= top[1] - self.tolerance  # noqa: E731
+        self.candidates = [c for c in self.candidates if near(c["key"])]
+        if near(key) and (self.tolerance > 0 or not self.candidates):
             self.candidates.append({"key": key, "score": row["val_score"], "step": step, "row": dict(row), **payload()})
 
     def kept(self) -> dict:
@@ -133,9 +129,6 @@ class StepKeeper:
         if self.tolerance == 0:
             return self.candidates[0]
         return max(self.candidates, key=lambda c: (c["score"], -c["step"]))
-
-    def state(self) -> dict:
-        return {"top": self.top, "candidates": self.candidates}
 
 
 def map_curve(g, split, maps_cfg: dict, batch_size: int, compute: Compute, seed: int) -> dict:
@@ -329,7 +322,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     train, val = load_split(manifest, "train", defect=defect).to(dev), load_split(manifest, "val", defect=defect)
     maps_cfg = check_val_maps(cfg, val, manifest, params.get("evaluate", {}).get("saliency"))
     select_on = "val_map_iou" if maps_cfg and maps_cfg["select"] else "val_score"
-    tolerance = maps_cfg.get("tolerance", 0.0) if select_on == "val_map_iou" else 0.0
+    tolerance = maps_cfg.get("tolerance", 0.0) if maps_cfg else 0.0  # (val_maps_settings refuses it without select)
     image_size = train.images.shape[-1]
     g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
     d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3))
@@ -346,7 +339,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             start, log = state["step"], state["log"]
             # (a resume file written before 2026-12-04 holds its one kept step as "best")
-            keeper = StepKeeper(select_on, tolerance, state.get("keeper") or {"top": state["best"]["key"], "candidates": [state["best"]]})
+            keeper = StepKeeper(select_on, tolerance, state["keeper"] if "keeper" in state else [state["best"]])
             print(f"resuming {run} from step {start}")
     g.train(); d.train()
     if start == 0:
@@ -384,7 +377,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                                               "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
                                               **({"cuda_rng": torch.cuda.get_rng_state_all()} if dev.type == "cuda" else {}),
                                               **({"g_ema": ema.state_dict()} if ema is not None else {}),
-                                              "log": log, "keeper": keeper.state()})
+                                              "log": log, "keeper": keeper.candidates})
     best = keeper.kept()
     collapse = collapse_signs(best["row"])
     for sign in collapse:
