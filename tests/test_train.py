@@ -152,6 +152,30 @@ def test_val_maps_tolerance_is_trained_resumed_and_named_in_every_row(small_mani
     assert same(a["g"], b["g"]) and same(a["d"], b["d"])
 
 
+def test_ema_d_keeps_an_average_of_d_that_only_watches_and_survives_a_kill(small_manifest, tmp_path, monkeypatch):
+    from cfgan.config import deep_merge
+    from cfgan.train.common import load_checkpoint
+    params, manifest = small_manifest
+    run = "cnn_unet-resnet3-c1-s0"
+    once = {"train": {"val_every": 6}}  # one validation, at the last step: both runs keep step 6
+    gan.train_gan(deep_merge(params, once), manifest, run, tmp_path / "plain")
+    summary = gan.train_gan(deep_merge(params, {"train": {"val_every": 6, "ema_d": 0.5}}), manifest, run, tmp_path / "ema")
+    assert summary["ema_d"] == 0.5 and summary["best_step"] == 6
+    losses = [c for c in pd.read_csv(tmp_path / "plain/log.csv").columns if c.startswith("loss")]
+    # training goes on with the live networks: the same losses at every step, the same G kept ...
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "plain/log.csv")[losses], pd.read_csv(tmp_path / "ema/log.csv")[losses])
+    a, b = load_checkpoint(tmp_path / "plain/checkpoint.pt"), load_checkpoint(tmp_path / "ema/checkpoint.pt")
+    assert same(a["g"], b["g"])
+    # ... while the D kept is the average, not the last D
+    assert not same(a["d"], b["d"])
+    # killed after two validations and resumed: the same average as the uninterrupted run
+    cfg = deep_merge(params, {"train": {"ema_d": 0.5}})
+    whole = gan.train_gan(cfg, manifest, run, tmp_path / "whole")
+    killed_during_step_5(monkeypatch, cfg, manifest, run, tmp_path / "killed")
+    assert same(gan.train_gan(cfg, manifest, run, tmp_path / "killed"), whole)
+    assert same(load_checkpoint(tmp_path / "whole/checkpoint.pt")["d"], load_checkpoint(tmp_path / "killed/checkpoint.pt")["d"])
+
+
 def test_val_maps_scores_the_maps_as_the_saliency_step_unless_it_says_otherwise():
     saliency = {"counterfactual_forms": ["dark", "abs-decast"], "quantiles": [0.8, 0.9], "smooth_sigma": 1.0}
     assert gan.val_maps_settings({"val_maps": {"select": True}}, saliency) == {

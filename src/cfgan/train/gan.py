@@ -247,8 +247,9 @@ def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int, compute: Compute, 
 
 
 def update_ema(ema, g, decay: float) -> None:
-    """`train.ema_g`: ema <- decay * ema + (1 - decay) * g, parameters and batch-norm statistics alike
-    (a G averaged over its last ~1 / (1 - decay) updates; Karras et al., Yaz et al. 2019)."""
+    """`train.ema_g` / `train.ema_d`: ema <- decay * ema + (1 - decay) * g, parameters and batch-norm
+    statistics alike (a network averaged over its last ~1 / (1 - decay) updates; Karras et al., Yaz
+    et al. 2019). The averages only watch: training goes on with the live networks."""
     with torch.no_grad():
         for e, p in zip(ema.parameters(), g.parameters()):
             e.lerp_(p, 1 - decay)
@@ -350,6 +351,10 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     ema = copy.deepcopy(g).eval().requires_grad_(False) if decay > 0 else None  # what validation and the checkpoint see
     if ema is not None and resume_path.exists() and start > 0:
         ema.load_state_dict(state["g_ema"])
+    decay_d = cfg.get("ema_d", 0)  # likewise for D, updated after every D update: the classifier that is kept
+    ema_d = copy.deepcopy(d).eval().requires_grad_(False) if decay_d > 0 else None
+    if ema_d is not None and resume_path.exists() and start > 0:
+        ema_d.load_state_dict(state["d_ema"])
     balance = cfg.get("balance", False)
     pending = []  # this interval's per-step losses, still tensors: read once, at the next validation
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
@@ -360,23 +365,26 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
         row = {"step": step + 1, **gan_step(g, d, opt_g, opt_d, x, y, cfg, cycles, update_g, cx, regularize)}
         if ema is not None and update_g:
             update_ema(ema, g, decay)
+        if ema_d is not None:
+            update_ema(ema_d, d, decay_d)
         pending.append(row)
         last = step + 1 == cfg["steps"]
         if (step + 1) % cfg["val_every"] == 0 or last:
             pending = read_losses(pending)
             row = pending[-1]  # this step's row, its losses now floats
             log, pending = log + pending, []
-            shown = g if ema is None else ema
-            row.update(validate(shown, d, val, params["evaluate"]["batch_size"], cx, seed))
+            shown, judge = g if ema is None else ema, d if ema_d is None else ema_d
+            row.update(validate(shown, judge, val, params["evaluate"]["batch_size"], cx, seed))
             if maps_cfg:
                 row.update(map_curve(shown, val, maps_cfg, params["evaluate"]["batch_size"], cx, seed))
-            keeper.offer(step + 1, row, lambda: {"g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(d.state_dict())})
+            keeper.offer(step + 1, row, lambda: {"g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(judge.state_dict())})
             if not last:
                 save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),
                                               "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                               "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
                                               **({"cuda_rng": torch.cuda.get_rng_state_all()} if dev.type == "cuda" else {}),
                                               **({"g_ema": ema.state_dict()} if ema is not None else {}),
+                                              **({"d_ema": ema_d.state_dict()} if ema_d is not None else {}),
                                               "log": log, "keeper": keeper.candidates})
     best = keeper.kept()
     collapse = collapse_signs(best["row"])
@@ -388,6 +396,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
                "balance": balance, "g_every": cfg["g_every"], "warmup": cfg.get("warmup", {}),
                "lr_schedule": cfg.get("lr_schedule", "constant"), "image_size": image_size,
                **({"ema_g": decay} if decay > 0 else {}),
+               **({"ema_d": decay_d} if decay_d > 0 else {}),
                **({"val_maps": {"selected_on": select_on, "form": best["row"]["val_map_form"],
                                 **({"tolerance": tolerance} if tolerance > 0 else {})}} if maps_cfg else {})}
     with cx.autocast():
