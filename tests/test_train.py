@@ -176,6 +176,20 @@ def test_ema_d_keeps_an_average_of_d_that_only_watches_and_survives_a_kill(small
     assert same(load_checkpoint(tmp_path / "whole/checkpoint.pt")["d"], load_checkpoint(tmp_path / "killed/checkpoint.pt")["d"])
 
 
+def test_baseline_ema_averages_the_twin_it_keeps_without_changing_its_training(small_manifest, tmp_path):
+    from cfgan.config import load_params
+    from cfgan.train.baselines import train_baseline
+    from cfgan.train.common import load_checkpoint
+    _, manifest = small_manifest
+    params = load_params(["params.yaml", tmp_path / "overlay.yaml"])
+    short = {"steps": 4, "batch_size": 8}
+    plain = train_baseline({**params, "baseline": {**params["baseline"], **short}}, manifest, "resnet3", tmp_path / "plain")
+    ema = train_baseline({**params, "baseline": {**params["baseline"], **short, "ema": 0.5}}, manifest, "resnet3", tmp_path / "ema")
+    assert "ema" not in plain and ema["ema"] == 0.5
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "plain/log.csv")[["loss"]], pd.read_csv(tmp_path / "ema/log.csv")[["loss"]])
+    assert not same(load_checkpoint(tmp_path / "plain/checkpoint.pt")["model"], load_checkpoint(tmp_path / "ema/checkpoint.pt")["model"])
+
+
 def test_val_maps_scores_the_maps_as_the_saliency_step_unless_it_says_otherwise():
     saliency = {"counterfactual_forms": ["dark", "abs-decast"], "quantiles": [0.8, 0.9], "smooth_sigma": 1.0}
     assert gan.val_maps_settings({"val_maps": {"select": True}}, saliency) == {

@@ -17,7 +17,7 @@ from ..data.datasets import defect_names, load_split, read_manifest
 from ..inference import predict
 from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
-from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything
+from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything, update_ema
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:
@@ -33,6 +33,8 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     model = cx.prepare(build_discriminator(backbone, params["discriminator"], image_size, n_out))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"f1": -1.0, "step": 0, "state": None}, []
+    decay = cfg.get("ema", 0)  # an average of the twin, as train.ema_d averages D: the fair twin of an averaged D
+    judged = copy.deepcopy(model).eval().requires_grad_(False) if decay > 0 else model
     val_every = params["train"]["val_every"]
     model.train()
     for step in tqdm(range(cfg["steps"]), desc=name, unit="step"):
@@ -44,21 +46,23 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if decay > 0:
+            update_ema(judged, model, decay)
         row = {"step": step + 1, "loss": loss.detach()}
         if (step + 1) % val_every == 0 or step + 1 == cfg["steps"]:
-            model.eval()
+            judged.eval()
             with cx.autocast():
-                probs = predict(val, d=model, batch_size=params["evaluate"]["batch_size"], device=dev)["d_probs"]
+                probs = predict(val, d=judged, batch_size=params["evaluate"]["batch_size"], device=dev)["d_probs"]
             model.train()
             pred = probs.argmax(1).numpy()
             f1 = multiclass_metrics(val.classes.numpy(), pred, n_out)["macro_f1"] if classes else \
                 binary_metrics(val.labels.numpy(), pred)["f1"]
             row["val_f1"] = f1
             if f1 > best["f1"]:
-                best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(model.state_dict())}
+                best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(judged.state_dict())}
         log.append(row)
     summary = {"run": name, "backbone": backbone, "seed": seed, "balance": cfg.get("balance", False), "best_step": best["step"], "val_f1": best["f1"],
-               "image_size": image_size, **({"classes": classes} if classes else {})}
+               "image_size": image_size, **({"classes": classes} if classes else {}), **({"ema": decay} if decay > 0 else {})}
     log = read_losses(log)
     save_run(out_dir, {"kind": "baseline", "model": best["state"], "params": params, "summary": summary}, log, cx)
     return summary

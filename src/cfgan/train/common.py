@@ -52,6 +52,17 @@ def batch_indices(labels: torch.Tensor, batch_size: int, rng: torch.Generator, b
 CHECKPOINT_FORMAT = 2
 
 
+def update_ema(ema, g, decay: float) -> None:
+    """`train.ema_g` / `train.ema_d` / `baseline.ema`: ema <- decay * ema + (1 - decay) * g, parameters and batch-norm
+    statistics alike (a network averaged over its last ~1 / (1 - decay) updates; Karras et al., Yaz
+    et al. 2019). The averages only watch: training goes on with the live networks."""
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), g.parameters()):
+            e.lerp_(p, 1 - decay)
+        for e, b in zip(ema.buffers(), g.buffers()):
+            e.lerp_(b, 1 - decay) if e.is_floating_point() else e.copy_(b)
+
+
 def versions() -> dict:
     from importlib.metadata import version  # not `import timm`: that pulls in torchvision (~2 s)
 

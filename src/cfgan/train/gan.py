@@ -26,7 +26,7 @@ from ..maps import best_form_iou
 from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
-from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything
+from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything, update_ema
 from .diffaugment import AugmentedD
 from .losses import discriminator_loss, generator_losses
 
@@ -244,17 +244,6 @@ def generator_step(g, d, opt_g, x, y, cfg: dict, cycles: int, compute: Compute, 
         d.requires_grad_(True)
         d.train(was_training)
     return {f"loss_g_{k}": v.detach() for k, v in terms.items()}
-
-
-def update_ema(ema, g, decay: float) -> None:
-    """`train.ema_g` / `train.ema_d`: ema <- decay * ema + (1 - decay) * g, parameters and batch-norm
-    statistics alike (a network averaged over its last ~1 / (1 - decay) updates; Karras et al., Yaz
-    et al. 2019). The averages only watch: training goes on with the live networks."""
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), g.parameters()):
-            e.lerp_(p, 1 - decay)
-        for e, b in zip(ema.buffers(), g.buffers()):
-            e.lerp_(b, 1 - decay) if e.is_floating_point() else e.copy_(b)
 
 
 def schedule_lr(opt_g, opt_d, cfg: dict, step: int) -> None:
