@@ -161,6 +161,10 @@ def test_ema_d_keeps_an_average_of_d_that_only_watches_and_survives_a_kill(small
     gan.train_gan(deep_merge(params, once), manifest, run, tmp_path / "plain")
     summary = gan.train_gan(deep_merge(params, {"train": {"val_every": 6, "ema_d": 0.5}}), manifest, run, tmp_path / "ema")
     assert summary["ema_d"] == 0.5 and summary["best_step"] == 6
+    from cfgan.compute import resolve
+    from cfgan.evaluate.run import _run_note
+    assert "D kept as an average of its weights (train.ema_d 0.5)" in _run_note(load_checkpoint(tmp_path / "ema/checkpoint.pt"), resolve(params))
+    assert "average" not in _run_note(load_checkpoint(tmp_path / "plain/checkpoint.pt"), resolve(params))
     losses = [c for c in pd.read_csv(tmp_path / "plain/log.csv").columns if c.startswith("loss")]
     # training goes on with the live networks: the same losses at every step, the same G kept ...
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "plain/log.csv")[losses], pd.read_csv(tmp_path / "ema/log.csv")[losses])
@@ -186,6 +190,9 @@ def test_baseline_ema_averages_the_twin_it_keeps_without_changing_its_training(s
     plain = train_baseline({**params, "baseline": {**params["baseline"], **short}}, manifest, "resnet3", tmp_path / "plain")
     ema = train_baseline({**params, "baseline": {**params["baseline"], **short, "ema": 0.5}}, manifest, "resnet3", tmp_path / "ema")
     assert "ema" not in plain and ema["ema"] == 0.5
+    from cfgan.compute import resolve
+    from cfgan.evaluate.run import _run_note
+    assert "the twin kept as an average of its weights (baseline.ema 0.5)" in _run_note(load_checkpoint(tmp_path / "ema/checkpoint.pt"), resolve(params))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "plain/log.csv")[["loss"]], pd.read_csv(tmp_path / "ema/log.csv")[["loss"]])
     assert not same(load_checkpoint(tmp_path / "plain/checkpoint.pt")["model"], load_checkpoint(tmp_path / "ema/checkpoint.pt")["model"])
 

@@ -33,7 +33,8 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
     """What every table row of a run carries: the method beyond the paper that trained it (none
     under `method: paper`), the precision it was trained and evaluated at, and a warning when
     training collapsed (see train/gan.py). A checkpoint selected on its maps' val IoU
-    (`train.val_maps.select`) says so: that selection read the val masks."""
+    (`train.val_maps.select`) says so: that selection read the val masks; so does one whose G, D or
+    twin is an average of its weights (`train.ema_g`, `train.ema_d`, `baseline.ema`)."""
     trained = ckpt.get("compute", {})
     method = method_of(ckpt.get("params", {}))
     note = (f"; method {method}" if method != "paper" else "") + f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
@@ -41,6 +42,9 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
         tolerance = ckpt["summary"]["val_maps"].get("tolerance")
         rule = f"the best val score among steps within {tolerance:g} of the best maps' val IoU" if tolerance else "the maps' val IoU"
         note += f"; step {ckpt['summary']['best_step']} selected on {rule} (val masks read: train.val_maps.select)"
+    for key, who, option in (("ema_g", "G", "train.ema_g"), ("ema_d", "D", "train.ema_d"), ("ema", "the twin", "baseline.ema")):
+        if ckpt.get("summary", {}).get(key):  # the network every row evaluates is an average, not the last one trained
+            note += f"; {who} kept as an average of its weights ({option} {ckpt['summary'][key]:g})"
     signs = ckpt.get("summary", {}).get("collapse") or []
     return note + (f"; COLLAPSED run {ckpt['summary']['run']}: " + "; ".join(signs) if signs else "")
 
