@@ -17,7 +17,7 @@ from ..data.datasets import defect_names, load_split, read_manifest
 from ..inference import predict
 from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
-from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything, update_ema
+from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything, averaged_copy, update_ema
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:
@@ -34,7 +34,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"f1": -1.0, "step": 0, "state": None}, []
     decay = cfg.get("ema", 0)  # an average of the twin, as train.ema_d averages D: the fair twin of an averaged D
-    judged = copy.deepcopy(model).eval().requires_grad_(False) if decay > 0 else model
+    judged = averaged_copy(model) if decay > 0 else model
     val_every = params["train"]["val_every"]
     model.train()
     for step in tqdm(range(cfg["steps"]), desc=name, unit="step"):

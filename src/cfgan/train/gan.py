@@ -26,7 +26,7 @@ from ..maps import best_form_iou
 from ..metrics import binary_metrics
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
-from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything, update_ema
+from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything, averaged_copy, update_ema
 from .diffaugment import AugmentedD
 from .losses import discriminator_loss, generator_losses
 
@@ -337,13 +337,12 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     decay = cfg.get("ema_g", 0)
     if hasattr(g, "last_mask"):
         g.last_mask = g.last_keep = None  # tensors of the warm-up's graph: deepcopy refuses those
-    ema = copy.deepcopy(g).eval().requires_grad_(False) if decay > 0 else None  # what validation and the checkpoint see
-    if ema is not None and resume_path.exists() and start > 0:
-        ema.load_state_dict(state["g_ema"])
-    decay_d = cfg.get("ema_d", 0)  # likewise for D, updated after every D update: the classifier that is kept
-    ema_d = copy.deepcopy(d).eval().requires_grad_(False) if decay_d > 0 else None
-    if ema_d is not None and resume_path.exists() and start > 0:
-        ema_d.load_state_dict(state["d_ema"])
+    decay_d = cfg.get("ema_d", 0)  # D's average is updated after every D update, G's after every G update
+    # the averages (None when off) are what validation, selection and the checkpoint see
+    ema, ema_d = (averaged_copy(net) if rate > 0 else None for net, rate in ((g, decay), (d, decay_d)))
+    for average, key in ((ema, "g_ema"), (ema_d, "d_ema")):
+        if average is not None and start > 0:  # (start > 0: resumed, `state` read)
+            average.load_state_dict(state[key])
     balance = cfg.get("balance", False)
     pending = []  # this interval's per-step losses, still tensors: read once, at the next validation
     for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
