@@ -165,6 +165,18 @@ def test_r1_adds_half_gamma_times_the_squared_input_gradient_of_the_real_crops_l
     assert torch.allclose(discriminator_loss(d, x, y, x_cf, r1=0.0), plain)
 
 
+def test_d_real_weights_only_the_real_crops_term_of_eq_1():
+    from cfgan.train.losses import FAKE, discriminator_loss
+    torch.manual_seed(0)
+    w = torch.randn(3, 12)
+    d = lambda x: x.flatten(1) @ w.T
+    x, x_cf, y = torch.rand(4, 3, 2, 2), torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 0, 1])
+    ce = torch.nn.functional.cross_entropy
+    real, fake = ce(d(x), y), ce(d(x_cf), torch.full_like(y, FAKE))
+    assert torch.allclose(discriminator_loss(d, x, y, x_cf, real_weight=3.0), 3 * real + fake)
+    assert torch.equal(discriminator_loss(d, x, y, x_cf, real_weight=1.0), discriminator_loss(d, x, y, x_cf))
+
+
 def test_figure_4_names_the_map_form_chosen_on_val_and_old_example_files_read_as_abs(tmp_path):
     from cfgan.evaluate.references import save_saliency_examples
     from cfgan.report.build import _chosen_forms

@@ -185,7 +185,7 @@ def gan_step(g, d, opt_g, opt_d, x, y, cfg: dict, cycles: int, update_g: bool, c
     critic = training_critic(d, cfg)
     with compute.autocast():
         r1 = cfg["loss"].get("r1", 0.0) * cfg.get("r1_every", 1) if regularize else 0.0
-        loss_d = discriminator_loss(critic, x, y, x_cf, r1)
+        loss_d = discriminator_loss(critic, x, y, x_cf, r1, cfg["loss"].get("d_real", 1.0))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()

@@ -8,8 +8,12 @@ import torch.nn.functional as F
 FAKE = 2
 
 
-def discriminator_loss(d, x, y, x_cf, r1: float = 0.0) -> torch.Tensor:
+def discriminator_loss(d, x, y, x_cf, r1: float = 0.0, real_weight: float = 1.0) -> torch.Tensor:
     """Eq. 1: real images to their class, counterfactuals to 'fake'.
+
+    `real_weight` (train.loss.d_real; the paper's 1): the weight of the real crops' term against the
+    fake term's 1. Above 1, D's updates lean towards the twin's task (the damaged/undamaged decision)
+    and away from telling its own counterfactuals apart.
 
     `r1` > 0 (train.loss.r1; not in the paper): plus r1 / 2 x the mean over real crops of the squared
     gradient norm, with respect to the crop, of D's loss on it: the R1 penalty of Mescheder et al.
@@ -21,7 +25,10 @@ def discriminator_loss(d, x, y, x_cf, r1: float = 0.0) -> torch.Tensor:
     real = x.detach().requires_grad_(True) if r1 > 0 else x
     logits = d(torch.cat([real, x_cf.detach()]))
     n = len(x)
-    loss = F.cross_entropy(logits[:n], y) + F.cross_entropy(logits[n:], torch.full_like(y, FAKE))
+    real_term = F.cross_entropy(logits[:n], y)
+    if real_weight != 1.0:  # the paper's sum untouched otherwise (same bits)
+        real_term = real_weight * real_term
+    loss = real_term + F.cross_entropy(logits[n:], torch.full_like(y, FAKE))
     if r1 > 0:
         grad, = torch.autograd.grad(F.cross_entropy(logits[:n].float(), y, reduction="sum"), real, create_graph=True)
         loss = loss + r1 / 2 * grad.float().pow(2).flatten(1).sum(1).mean()
