@@ -130,6 +130,26 @@ def test_collapse_signs_name_what_went_wrong():
     assert "identity" in signs and "G head predicts one class" in signs and "more fake than its own counterfactuals" in signs
 
 
+def test_a_g_head_near_chance_while_d_classifies_is_flagged():
+    """A checkpoint whose G head calls 76 % of val crops damaged at balanced accuracy 0.61, D at 0.90,
+    raised no flag (the one-class flag needs 98 %); it was kept (CrackForest val, 2026-12-04)."""
+    healthy = {"val_change": 0.05, "val_damaged_rate_g": 0.3, "val_damaged_rate_d": 0.3, "val_p_fake_real": 0.1,
+               "val_auc_fake": 0.8, "val_bacc_g": 0.90, "val_bacc_d": 0.90}
+    assert collapse_signs(healthy) == []
+    broken = {**healthy, "val_bacc_g": 0.61, "val_damaged_rate_g": 0.76}
+    assert collapse_signs(broken) == ["G head near chance while D classifies (balanced accuracy 0.61 against D's 0.90)"]
+    assert collapse_signs({**broken, "val_bacc_d": 0.70}) == []          # D itself near chance: G keeps half its margin
+    assert collapse_signs({k: v for k, v in broken.items() if k != "val_bacc_d"}) == []   # logs from before the column
+    assert collapse_signs({**broken, "val_bacc_d": float("nan")}) == []
+
+
+def test_validate_logs_both_balanced_accuracies():
+    from cfgan.train.gan import balanced_accuracy
+    y = np.array([1, 1, 1, 0])
+    assert balanced_accuracy(y, np.array([1, 1, 1, 1])) == 0.5
+    assert balanced_accuracy(y, np.array([1, 0, 0, 0])) == (1 / 3 + 1) / 2
+
+
 def test_fake_score_auc_ranks_counterfactuals_against_real_crops():
     from cfgan.train.gan import fake_score_auc
     assert fake_score_auc(np.array([0.9, 0.8]), np.array([0.1, 0.2, 0.3])) == 1.0

@@ -34,7 +34,10 @@ from .losses import discriminator_loss, generator_losses
 IDENTITY_CHANGE = 1 / 255     # ... G changes images by less than one grey level on average,
 ONE_CLASS = 0.02              # ... G's head or D calls fewer than 2 % (or more than 98 %) of crops damaged,
 SEPARATION = 0.5              # ... or D's fake score ranks real val crops above its own counterfactuals
-                              # (AUC of p_fake, generated against real, below 0.5).
+                              # (AUC of p_fake, generated against real, below 0.5),
+HEAD_MARGIN = 0.5             # ... or G's head keeps less than half of D's margin over chance (balanced
+                              # accuracy - 0.5): a head broken while D still classifies (CrackForest val,
+                              # 2026-12-04: single checkpoints at 0.55-0.68 between 0.9s, D at ~0.9, no other flag).
 
 
 def train_config(params: dict, dataset: str | None) -> dict:
@@ -65,15 +68,20 @@ def validate(g, d, split, batch_size: int, compute: Compute, seed: int) -> dict:
     y = split.labels.numpy()
     d_pred = real_class_probs(out["d_logits"]).argmax(1).numpy()
     g_pred = out["g_probs"].argmax(1).numpy()
-    g_m = binary_metrics(y, g_pred)
-    recall_undamaged = float(np.mean(g_pred[y == 0] == 0)) if (y == 0).any() else 0.0
     flip = float(np.mean(out["d_logits_cf"].argmax(1).numpy() == 1 - y))  # argmax over all three: fake is not a flip
-    row = {"val_f1_d": binary_metrics(y, d_pred)["f1"], "val_bacc_g": (g_m["recall"] + recall_undamaged) / 2,
+    row = {"val_f1_d": binary_metrics(y, d_pred)["f1"], "val_bacc_g": balanced_accuracy(y, g_pred),
            "val_flip": flip, "val_change": float(out["change"].mean()), "val_p_fake_real": float(out["d_probs"][:, 2].mean()),
            "val_auc_fake": fake_score_auc(out["d_probs_cf"][:, 2].double().numpy(), out["d_probs"][:, 2].double().numpy()),
            "val_damaged_rate_d": float(d_pred.mean()), "val_damaged_rate_g": float(g_pred.mean())}
     row["val_score"] = (row["val_f1_d"] + row["val_bacc_g"] + row["val_flip"]) / 3
+    row["val_bacc_d"] = balanced_accuracy(y, d_pred)  # for the broken-head flag; not in the score
     return row
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean of the recalls of damaged and undamaged crops (a class absent from y counts 0)."""
+    recall = [float(np.mean(pred[y == c] == c)) if (y == c).any() else 0.0 for c in (1, 0)]
+    return sum(recall) / 2
 
 
 def collapse_signs(row: dict) -> list[str]:
@@ -89,6 +97,9 @@ def collapse_signs(row: dict) -> list[str]:
     if row["val_auc_fake"] < SEPARATION:
         signs.append(f"D finds real crops more fake than its own counterfactuals (AUC of p_fake {row['val_auc_fake']:.2f}; "
                      f"mean p_fake {row['val_p_fake_real']:.2f} on real val crops)")
+    bacc_d = row.get("val_bacc_d")  # absent from logs written before 2026-12-05: no verdict then
+    if bacc_d is not None and bacc_d == bacc_d and row["val_bacc_g"] - 0.5 < HEAD_MARGIN * (bacc_d - 0.5):
+        signs.append(f"G head near chance while D classifies (balanced accuracy {row['val_bacc_g']:.2f} against D's {bacc_d:.2f})")
     return signs
 
 
