@@ -7,7 +7,12 @@ for each run the step each selection rule keeps and the maps' val IoU there.
         --reference local_contrast=0.353 --out docs/fig_val_curves.png
 
 `--log LABEL=GLOB` (repeatable): the runs' log.csv files under one label (a variant). Only the
-train and val splits were read by the runs; this script reads nothing else.
+train and val splits were read by the runs; this script reads nothing else (`--manifest` reads the
+val split's labels, to count its crops).
+
+Logs written before 2026-12-05 lack D's val balanced accuracy (`val_bacc_d`), which the flag for a G
+head near chance needs; `--manifest` rebuilds it from the logged F1 and damaged rate of D and the val
+split's counts (exact up to rounding), so those logs are replayed under today's collapse flags.
 """
 
 from __future__ import annotations
@@ -39,6 +44,24 @@ def read_curves(logs: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def with_bacc_d(curve: pd.DataFrame, manifest: str) -> pd.DataFrame:
+    """`val_bacc_d` rebuilt where a log lacks it: from D's F1 and its damaged rate on the val split
+    of `manifest` (n crops, p damaged), TP = F1 (p + predicted) / 2."""
+    if "val_bacc_d" in curve and curve["val_bacc_d"].notna().all():
+        return curve
+    split = pd.read_csv(manifest)
+    if not {"split", "label"} <= set(split.columns):
+        raise SystemExit(f"--manifest {manifest}: expected the columns split and label")
+    val = split[split["split"] == "val"]
+    n, p = len(val), int((val["label"] == 1).sum())
+    if not 0 < p < n:
+        raise SystemExit(f"--manifest {manifest}: its val split needs damaged and undamaged crops (has {p} of {n} damaged)")
+    predicted = (curve["val_damaged_rate_d"] * n).round()
+    tp = (curve["val_f1_d"] * (p + predicted) / 2).round()
+    rebuilt = (tp / p + (n - p - (predicted - tp)) / (n - p)) / 2
+    return curve.assign(val_bacc_d=curve["val_bacc_d"].fillna(rebuilt) if "val_bacc_d" in curve else rebuilt)
+
+
 def selected(curve: pd.DataFrame, column: str, tolerance: float = 0.0) -> pd.Series:
     """The row the training loop keeps when it selects on `column` (with train.val_maps.tolerance):
     the same keeper, fed the logged rows in order."""
@@ -54,9 +77,12 @@ def main(argv=None) -> None:
     ap.add_argument("--reference", action="append", default=[], help="NAME=VAL_IOU, a horizontal line on the maps panel")
     ap.add_argument("--tolerance", type=float, default=0.0,
                     help="also print the step train.val_maps.tolerance would keep (select on maps with this tolerance)")
+    ap.add_argument("--manifest", help="the runs' manifest.csv: rebuild D's val balanced accuracy for logs without it")
     ap.add_argument("--out", required=True, help="the figure (.png)")
     args = ap.parse_args(argv)
     curves = read_curves(args.log)
+    if args.manifest:
+        curves = with_bacc_d(curves, args.manifest)
     refs = {}
     for item in args.reference:
         name, _, value = item.partition("=")

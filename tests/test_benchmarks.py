@@ -152,3 +152,24 @@ def test_val_curves_draws_the_curves_and_says_which_step_each_selection_rule_kee
     pd.DataFrame(rows).drop(columns="val_map_iou").to_csv(run / "log.csv", index=False)
     with pytest.raises(SystemExit, match="train.val_maps"):
         val_curves.main(["--log", f"variant={run}/log.csv", "--out", str(out)])
+
+
+def test_val_curves_replays_old_logs_under_the_head_flag_with_d_balanced_accuracy_rebuilt(tmp_path, capsys):
+    import pandas as pd
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import val_curves
+    # val split: 10 crops, 4 damaged; D calls 4 damaged at F1 1.0 -> balanced accuracy 1.0
+    pd.DataFrame({"split": ["val"] * 10 + ["train"], "label": [1] * 4 + [0] * 7}).to_csv(tmp_path / "manifest.csv", index=False)
+    base = {"val_change": 0.03, "val_damaged_rate_d": 0.4, "val_damaged_rate_g": 0.3, "val_auc_fake": 0.7,
+            "val_p_fake_real": 0.4, "val_f1_d": 1.0, "val_score": 0.6, "val_map_form": "dark"}
+    rows = [{"step": 2, **base, "val_bacc_g": 0.55, "val_map_iou": 0.40},   # G's head broken, no other flag
+            {"step": 4, **base, "val_bacc_g": 0.90, "val_map_iou": 0.35}]
+    run = tmp_path / "v/run-s0"
+    run.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run / "log.csv", index=False)
+    out = tmp_path / "curves.png"
+    val_curves.main(["--log", f"v={run}/log.csv", "--out", str(out)])
+    assert "select on maps keeps step 2 (maps 0.400)" in capsys.readouterr().out   # no verdict without D's accuracy
+    val_curves.main(["--log", f"v={run}/log.csv", "--manifest", str(tmp_path / "manifest.csv"), "--out", str(out)])
+    assert "select on maps keeps step 4 (maps 0.350)" in capsys.readouterr().out
+    assert val_curves.with_bacc_d(pd.DataFrame(rows), str(tmp_path / "manifest.csv"))["val_bacc_d"].tolist() == [1.0, 1.0]
