@@ -97,8 +97,8 @@ def collapse_signs(row: dict) -> list[str]:
     if row["val_auc_fake"] < SEPARATION:
         signs.append(f"D finds real crops more fake than its own counterfactuals (AUC of p_fake {row['val_auc_fake']:.2f}; "
                      f"mean p_fake {row['val_p_fake_real']:.2f} on real val crops)")
-    bacc_d = row.get("val_bacc_d")  # absent from logs written before 2026-12-05: no verdict then
-    if bacc_d is not None and bacc_d == bacc_d and row["val_bacc_g"] - 0.5 < HEAD_MARGIN * (bacc_d - 0.5):
+    bacc_d = row.get("val_bacc_d")  # absent (or NaN in a read-back log) before 2026-12-05: no verdict then
+    if bacc_d is not None and not math.isnan(bacc_d) and row["val_bacc_g"] - 0.5 < HEAD_MARGIN * (bacc_d - 0.5):
         signs.append(f"G head near chance while D classifies (balanced accuracy {row['val_bacc_g']:.2f} against D's {bacc_d:.2f})")
     return signs
 
