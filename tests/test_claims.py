@@ -131,8 +131,8 @@ def test_collapse_signs_name_what_went_wrong():
 
 
 def test_a_g_head_near_chance_while_d_classifies_is_flagged():
-    """A checkpoint whose G head calls 76 % of val crops damaged at balanced accuracy 0.61, D at 0.90,
-    raised no flag (the one-class flag needs 98 %); it was kept (CrackForest val, 2026-12-04)."""
+    """A checkpoint whose G head calls 76 % of val crops damaged at balanced accuracy 0.61, D far above,
+    raised no flag (the one-class flag needs 98 %); it was kept (CrackForest val, 2026-12-04; D there at 0.87)."""
     healthy = {"val_change": 0.05, "val_damaged_rate_g": 0.3, "val_damaged_rate_d": 0.3, "val_p_fake_real": 0.1,
                "val_auc_fake": 0.8, "val_bacc_g": 0.90, "val_bacc_d": 0.90}
     assert collapse_signs(healthy) == []
