@@ -143,8 +143,8 @@ def test_a_g_head_near_chance_while_d_classifies_is_flagged():
     assert collapse_signs({**broken, "val_bacc_d": float("nan")}) == []
 
 
-def test_validate_logs_both_balanced_accuracies():
-    from cfgan.train.gan import balanced_accuracy
+def test_balanced_accuracy_is_the_mean_of_both_recalls():
+    from cfgan.metrics import balanced_accuracy
     y = np.array([1, 1, 1, 0])
     assert balanced_accuracy(y, np.array([1, 1, 1, 1])) == 0.5
     assert balanced_accuracy(y, np.array([1, 0, 0, 0])) == (1 / 3 + 1) / 2

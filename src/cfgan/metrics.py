@@ -21,6 +21,13 @@ def binary_metrics(y_true, y_pred) -> dict[str, float]:
     return {"accuracy": float(np.mean(y_true == y_pred)), "f1": f1, "precision": precision, "recall": recall}
 
 
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Mean of the recalls of damaged (1) and undamaged (0) crops; a class absent from y_true counts 0."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    recall = [float(np.mean(y_pred[y_true == c] == c)) if (y_true == c).any() else 0.0 for c in (1, 0)]
+    return sum(recall) / 2
+
+
 def multiclass_metrics(y_true, y_pred, n_classes: int) -> dict[str, float]:
     """Accuracy, macro F1 over all n_classes (each class one-vs-rest, a class with no true and no
     predicted crop left out of the mean), and `f1_<id>` per class."""

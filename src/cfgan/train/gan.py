@@ -23,7 +23,7 @@ from ..data.datasets import load_split
 from ..errors import UserError
 from ..inference import predict, real_class_probs
 from ..maps import best_form_iou
-from ..metrics import binary_metrics
+from ..metrics import balanced_accuracy, binary_metrics
 from ..models import build_discriminator, build_generator
 from ..ood import calibrate_run
 from .common import as_checkpoint, batch_indices, load_checkpoint, read_losses, rebuilds, save_checkpoint, save_run, seed_everything, averaged_copy, update_ema
@@ -76,12 +76,6 @@ def validate(g, d, split, batch_size: int, compute: Compute, seed: int) -> dict:
     row["val_score"] = (row["val_f1_d"] + row["val_bacc_g"] + row["val_flip"]) / 3
     row["val_bacc_d"] = balanced_accuracy(y, d_pred)  # for the broken-head flag; not in the score
     return row
-
-
-def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    """Mean of the recalls of damaged and undamaged crops (a class absent from y counts 0)."""
-    recall = [float(np.mean(pred[y == c] == c)) if (y == c).any() else 0.0 for c in (1, 0)]
-    return sum(recall) / 2
 
 
 def collapse_signs(row: dict) -> list[str]:

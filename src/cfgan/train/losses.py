@@ -25,10 +25,8 @@ def discriminator_loss(d, x, y, x_cf, r1: float = 0.0, real_weight: float = 1.0)
     real = x.detach().requires_grad_(True) if r1 > 0 else x
     logits = d(torch.cat([real, x_cf.detach()]))
     n = len(x)
-    real_term = F.cross_entropy(logits[:n], y)
-    if real_weight != 1.0:  # the paper's sum untouched otherwise (same bits)
-        real_term = real_weight * real_term
-    loss = real_term + F.cross_entropy(logits[n:], torch.full_like(y, FAKE))
+    # x 1.0 is exact, forwards and backwards: the paper's weight leaves the paper's bits
+    loss = real_weight * F.cross_entropy(logits[:n], y) + F.cross_entropy(logits[n:], torch.full_like(y, FAKE))
     if r1 > 0:
         grad, = torch.autograd.grad(F.cross_entropy(logits[:n].float(), y, reduction="sum"), real, create_graph=True)
         loss = loss + r1 / 2 * grad.float().pow(2).flatten(1).sum(1).mean()
