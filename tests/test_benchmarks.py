@@ -152,6 +152,15 @@ def test_val_curves_draws_the_curves_and_says_which_step_each_selection_rule_kee
     pd.DataFrame(rows).drop(columns="val_map_iou").to_csv(run / "log.csv", index=False)
     with pytest.raises(SystemExit, match="train.val_maps"):
         val_curves.main(["--log", f"variant={run}/log.csv", "--out", str(out)])
+    # train.val_pgd's curve alone (a data set without masks): drawn with a twin's line; no selection to replay
+    pd.DataFrame(rows).drop(columns="val_map_iou").assign(**{"val_f1_d_pgd=0.002": [None, 0.61, 0.52, 0.43]}).to_csv(
+        run / "log.csv", index=False)
+    out.unlink()
+    val_curves.main(["--log", f"variant={run}/log.csv", "--reference", "val_f1_d_pgd=0.002:twin=0.5", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "val_f1_d_pgd=0.002" in text and "0.52" in text and "keeps step" not in text and out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no panel val_map_iou"):
+        val_curves.main(["--log", f"variant={run}/log.csv", "--reference", "local_contrast=0.3", "--out", str(out)])
 
 
 def test_val_curves_replays_old_logs_under_the_head_flag_with_d_balanced_accuracy_rebuilt(tmp_path, capsys):

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src/cfgan"
 AUDITED = sorted((SRC / "train").glob("*.py")) + sorted((SRC / "evaluate").glob("*.py")) + \
-    [SRC / "inference.py", SRC / "ood.py", SRC / "data/augment.py"]
+    [SRC / "inference.py", SRC / "ood.py", SRC / "attacks.py", SRC / "data/augment.py"]
 FACTORIES = {"zeros", "ones", "full", "rand", "randn", "randint", "arange", "empty", "tensor", "randperm",
              "linspace", "as_tensor", "eye", "normal"}
 
@@ -34,7 +34,7 @@ ALLOWED = {
         "indices into the CPU-held split; split.batch(idx, device) moves the crops",
     ("evaluate/multiclass.py", "*", "torch.arange(start, min(start + batch_size, len(split)))"):
         "indices into the CPU-held split; split.batch(idx, device) moves the crops",
-    ("evaluate/robustness.py", "*", "torch.arange(start, min(start + batch_size, len(split)))"):
+    ("attacks.py", "*", "torch.arange(start, min(start + batch_size, len(split)))"):
         "indices into the CPU-held split; split.batch(idx, device) moves the crops",
     ("evaluate/saliency.py", "*", "torch.arange(start, min(start + batch_size, len(split)))"):
         "indices into the CPU-held split; split.batch(idx, device) moves the crops",

@@ -89,6 +89,47 @@ def test_val_maps_logs_the_map_curve_and_can_select_the_step_on_it(small_manifes
     assert "val masks read" not in notes[0] and f"step {peak} selected on the maps' val IoU (val masks read" in notes[1]  # every table row says so
 
 
+def test_val_pgd_logs_d_s_robustness_curve_without_changing_the_run(small_manifest, tmp_path):
+    from cfgan.config import deep_merge
+    params, manifest = small_manifest
+    from cfgan.config import load_params
+    from cfgan.steps import keys_for, select
+    pgd = {"step_sizes": [0.002, 0.05], "crops": 12}
+    full = deep_merge(load_params(["params.yaml"]), {"train": {"val_pgd": pgd}})
+    # the train step reads evaluate.pgd (the attack's iterations and eps) where train.val_pgd is set, and only there
+    assert select(full, keys_for("train"))["evaluate"]["pgd"] == full["evaluate"]["pgd"]
+    assert "pgd" not in select(load_params(["params.yaml"]), keys_for("train"))["evaluate"]
+    gan.train_gan(deep_merge(params, {"train": {"val_pgd": pgd}, "evaluate": {"pgd": full["evaluate"]["pgd"]}}), manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "curve")
+    log = pd.read_csv(tmp_path / "curve/log.csv").dropna(subset=["val_score"])
+    weak, strong = log["val_f1_d_pgd=0.002"], log["val_f1_d_pgd=0.05"]
+    assert len(log) == 3 and weak.between(0, 1).all() and strong.between(0, 1).all()
+    # the attack takes input gradients only and draws no random number: the run is the run without the curve
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "plain")
+    load = lambda name: torch.load(tmp_path / f"{name}/checkpoint.pt", weights_only=True)
+    assert same(load("curve")["g"], load("plain")["g"]) and same(load("curve")["d"], load("plain")["d"])
+    pd.testing.assert_frame_equal(log.drop(columns=list(weak.to_frame().columns) + ["val_f1_d_pgd=0.05"]),
+                                  pd.read_csv(tmp_path / "plain/log.csv").dropna(subset=["val_score"]), check_dtype=False)
+    # the curve's figures are the robustness step's for the same D and crops; D's mode is given back
+    from cfgan.compute import resolve
+    from cfgan.data.datasets import load_split
+    from cfgan.evaluate import robustness
+    val = load_split(manifest, "val")
+    attacked = robustness.stratified_subset(val, 12, 0)
+    x, _ = attacked.batch(torch.arange(len(attacked)), "cpu")
+    # a D that calls a crop damaged when it is brighter than the median crop: PGD 0.05 (eps 0.5) flips every call
+    d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 3))
+    with torch.no_grad():
+        d[1].weight.zero_(); d[1].weight[1] = 50 / x[0].numel()
+        d[1].bias.copy_(torch.tensor([0.0, -50 * float(x.mean(dim=(1, 2, 3)).median()), -10.0]))
+    curve = gan.pgd_curve(d.train(), attacked, full["evaluate"]["pgd"], [0.002, 0.05], 32, resolve(params), 0)
+    assert d.training  # (the sweep below leaves D in eval mode)
+    rows = robustness.sweep(attacked, robustness.RealLogits(d), None, {"pgd": {**full["evaluate"]["pgd"], "step_sizes": [0.0, 0.002, 0.05]},
+                                                                       "noise": {"stds": []}}, 32, 0)
+    f1 = {r["condition"]: r["value"] for r in rows if r["metric"] == "f1"}
+    assert curve == {"val_f1_d_pgd=0.002": f1["pgd=0.002"], "val_f1_d_pgd=0.05": f1["pgd=0.05"]}
+    assert f1["pgd=0.05"] < f1["pgd=0.0"]  # the attack bites: the curve measures something
+
+
 HEALTHY = {"val_change": 0.03, "val_damaged_rate_d": 0.4, "val_damaged_rate_g": 0.3, "val_auc_fake": 0.7}
 
 

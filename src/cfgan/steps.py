@@ -18,7 +18,9 @@ STEP_KEYS: dict[str, list[str]] = {
     "train": ["method?", "seed", "generator", "discriminator", "train", "datasets.{dataset}.train?", "evaluate.batch_size", "compute?",
               # train.val_maps scores the maps as the saliency step does, unless it says otherwise:
               *(f"evaluate.saliency.{k} when train.val_maps|datasets.{{dataset}}.train.val_maps"
-                for k in ("counterfactual_forms?", "quantiles", "smooth_sigma"))],
+                for k in ("counterfactual_forms?", "quantiles", "smooth_sigma")),
+              # train.val_pgd attacks val as the robustness step attacks test:
+              "evaluate.pgd when train.val_pgd|datasets.{dataset}.train.val_pgd"],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size", "compute?"],
     "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles", "compute?"],
     "fid-real": ["evaluate.fid", "evaluate.batch_size", "compute?"],

@@ -21,6 +21,7 @@ from ..config import deep_merge, parse_run_name, run_defect
 from ..data.augment import augment
 from ..data.datasets import load_split
 from ..errors import UserError
+from .. import attacks
 from ..inference import predict, real_class_probs
 from ..maps import best_form_iou
 from ..metrics import balanced_accuracy, binary_metrics
@@ -147,6 +148,19 @@ def map_curve(g, split, maps_cfg: dict, batch_size: int, compute: Compute, seed:
                                     compute.device, maps_cfg["smooth_sigma"])
     g.train(was_training)
     return {"val_map_iou": score, "val_map_form": form}
+
+
+def pgd_curve(d, attacked, pgd_cfg: dict, step_sizes: list[float], batch_size: int, compute: Compute, seed: int) -> dict:
+    """`train.val_pgd`: D's val F1 under targeted PGD at each step size, attacked as the robustness
+    step attacks test (evaluate.pgd's steps and eps, fp32, D in eval mode; its mode is restored),
+    logged as val_f1_d_pgd=<step size>. A curve only: selection never reads it. The attack takes
+    input gradients alone (torchattacks' autograd.grad) and draws no random numbers, so training
+    goes on with the same bits."""
+    was_training = d.training
+    cfg = {"pgd": {**pgd_cfg, "step_sizes": step_sizes}, "noise": {"stds": []}}
+    rows = attacks.sweep(attacked, attacks.RealLogits(d), None, cfg, batch_size, seed, compute.device)
+    d.train(was_training)
+    return {f"val_f1_d_{r['condition']}": r["value"] for r in rows if r["metric"] == "f1"}
 
 
 def val_maps_settings(cfg: dict, saliency: dict | None) -> dict | None:
@@ -317,6 +331,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     train, val = load_split(manifest, "train", defect=defect).to(dev), load_split(manifest, "val", defect=defect)
     maps_cfg = check_val_maps(cfg, val, manifest, params.get("evaluate", {}).get("saliency"))
     select_on = "val_map_iou" if maps_cfg and maps_cfg["select"] else "val_score"
+    pgd_cfg = cfg.get("val_pgd")  # D's robustness curve along the steps (train.val_pgd; None: off)
+    attacked = attacks.stratified_subset(val, pgd_cfg.get("crops"), params["seed"]) if pgd_cfg else None
     tolerance = maps_cfg.get("tolerance", 0.0) if maps_cfg else 0.0  # (val_maps_settings refuses it without select)
     image_size = train.images.shape[-1]
     g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
@@ -370,6 +386,9 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
             row.update(validate(shown, judge, val, params["evaluate"]["batch_size"], cx, seed))
             if maps_cfg:
                 row.update(map_curve(shown, val, maps_cfg, params["evaluate"]["batch_size"], cx, seed))
+            if pgd_cfg:
+                row.update(pgd_curve(judge, attacked, params["evaluate"]["pgd"], pgd_cfg["step_sizes"],
+                                     params["evaluate"]["batch_size"], cx, seed))
             keeper.offer(step + 1, row, lambda: {"g": copy.deepcopy(shown.state_dict()), "d": copy.deepcopy(judge.state_dict())})
             if not last:
                 save_checkpoint(resume_path, {"params": params, "run": run, "step": step + 1, "g": g.state_dict(),
