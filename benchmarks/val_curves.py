@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     print(curves[["label", "run", "step", *shown, *(["val_map_form"] if "val_map_iou" in shown else [])]]
           .round(3).to_string(index=False))
     for (label, run), curve in curves.groupby(["label", "run"], sort=False):
-        if curve["val_map_iou"].isna().all() if "val_map_iou" in curve else True:
+        if "val_map_iou" not in curve or curve["val_map_iou"].isna().all():
             continue  # no maps curve: no selection rule on it to replay
         by_score, by_maps = selected(curve, "val_score"), selected(curve, "val_map_iou")
         line = (f"{label} {run}: val_score keeps step {by_score['step']:.0f} (maps {by_score['val_map_iou']:.3f}); "
