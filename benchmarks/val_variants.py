@@ -83,9 +83,9 @@ def main(argv=None) -> None:
         return tasks[defect]
 
     def pgd_f1(classifier, cx, attacked) -> dict:
-        cfg = {**base["evaluate"], "pgd": {**base["evaluate"]["pgd"], "step_sizes": args.pgd}, "noise": {"stds": []}}
-        rows = robustness.sweep(attacked, classifier, None, cfg, base["evaluate"]["batch_size"], base["seed"], cx.device)
-        return {f"val_f1_{r['condition']}": round(r["value"], 3) for r in rows if r["metric"] == "f1"}
+        f1 = robustness.f1_under_pgd(attacked, classifier, base["evaluate"]["pgd"], args.pgd, base["evaluate"]["batch_size"],
+                                     base["seed"], cx.device)
+        return {f"val_f1_{condition}": round(value, 3) for condition, value in f1.items()}
 
     quantiles = base["evaluate"]["saliency"]["quantiles"]
 

@@ -103,3 +103,11 @@ def sweep(split, classifier: nn.Module, d3: nn.Module | None, cfg: dict, batch_s
         if fakes:
             rows.append({"metric": "mean_p_fake", "condition": f"{attack}={strength}", "value": float(torch.cat(fakes).mean())})
     return rows
+
+
+def f1_under_pgd(split, classifier: nn.Module, pgd_cfg: dict, step_sizes: list[float], batch_size: int, seed: int,
+                 device="cpu") -> dict[str, float]:
+    """`sweep` for targeted PGD alone at these step sizes (`pgd_cfg`'s steps and eps): F1 per "pgd=<step size>"."""
+    rows = sweep(split, classifier, None, {"pgd": {**pgd_cfg, "step_sizes": step_sizes}, "noise": {"stds": []}},
+                 batch_size, seed, device)
+    return {r["condition"]: r["value"] for r in rows if r["metric"] == "f1"}

@@ -157,10 +157,9 @@ def pgd_curve(d, attacked, pgd_cfg: dict, step_sizes: list[float], batch_size: i
     input gradients alone (torchattacks' autograd.grad) and draws no random numbers, so training
     goes on with the same bits."""
     was_training = d.training
-    cfg = {"pgd": {**pgd_cfg, "step_sizes": step_sizes}, "noise": {"stds": []}}
-    rows = attacks.sweep(attacked, attacks.RealLogits(d), None, cfg, batch_size, seed, compute.device)
+    f1 = attacks.f1_under_pgd(attacked, attacks.RealLogits(d), pgd_cfg, step_sizes, batch_size, seed, compute.device)
     d.train(was_training)
-    return {f"val_f1_d_{r['condition']}": r["value"] for r in rows if r["metric"] == "f1"}
+    return {f"val_f1_d_{condition}": value for condition, value in f1.items()}
 
 
 def val_maps_settings(cfg: dict, saliency: dict | None) -> dict | None:
