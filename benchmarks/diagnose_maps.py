@@ -17,6 +17,14 @@ Per checkpoint, one JSON line each:
   paper's), its grey-level (luminance) versions: absolute, darker-where-G-brightened and the reverse
   and of Grad-CAM scaled per crop (pytorch-grad-cam) and absolute; beside `local_contrast` with its
   polarity chosen on val; and their product (`evaluate.saliency.fusion`).
+- `noise_draws`: how much G's output moves with its noise input, and the val IoU of the best of the
+  evaluation's map forms (`evaluate.saliency.counterfactual_forms`, blurred at its `smooth_sigma`) when
+  the counterfactual is the mean of K noise draws (K = 1 is what the saliency step draws).
+- `local_cast`: the same best form when, instead of each crop's mean difference (`-decast`), a wide
+  Gaussian blur of the difference is taken out first (a local cast, at each of a few widths): whether
+  G's broad shading changes, not only its uniform one, hide the defect in the map.
+
+A one-vs-rest checkpoint (`-k<class>` runs of a multi-class data set) is read on its own class's val crops.
 """
 
 from __future__ import annotations
@@ -31,10 +39,10 @@ import torch
 from cfgan.compute import resolve
 from cfgan.config import load_params
 from cfgan.data.augment import augment
-from cfgan.data.datasets import load_split
+from cfgan.data.datasets import load_split, tasks
 from cfgan.evaluate import saliency
 from cfgan.inference import real_class_probs
-from cfgan.maps import counterfactual_form
+from cfgan.maps import counterfactual_form, smooth
 from cfgan.metrics import binary_metrics, choose_threshold
 from cfgan.train.gan import load_gan
 
@@ -72,9 +80,32 @@ def val_iou(maps: np.ndarray, masks: np.ndarray, quantiles) -> float:
     return round(choose_threshold(maps, masks, quantiles)[1], 3)
 
 
-def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
+NOISE_DRAWS = (1, 4, 8)
+LOCAL_CAST_SIGMAS = (2.0, 4.0, 8.0)
+
+
+def best_form(x, x_cf, damaged, masks, cfg: dict, local_cast: float = 0.0) -> tuple[str, float]:
+    """(form, val IoU) of the best of the evaluation's counterfactual forms, blurred as evaluated;
+    `local_cast` > 0: a Gaussian blur of that width of the difference is taken out first (the
+    `-decast` forms, which take out the mean instead, are then left out)."""
+    forms = cfg.get("counterfactual_forms", ["abs"])
+    x, x_cf = x[torch.from_numpy(damaged)].float(), x_cf[torch.from_numpy(damaged)].float()
+    if local_cast > 0:
+        diff = x_cf - x
+        x_cf = x + (diff - smooth(diff.flatten(0, 1), local_cast).view_as(diff))
+        forms = [f for f in forms if "-decast" not in f and not f.endswith("-keep")] or ["abs"]
+    scores = {f: val_iou(smooth(counterfactual_form(x, x_cf, f), cfg["smooth_sigma"]).numpy(), masks, cfg["quantiles"])
+              for f in forms if not f.endswith("-keep")}
+    form = max(scores, key=lambda f: (scores[f], f))
+    return form, scores[form]
+
+
+def diagnose(ckpt_path: Path, params: dict, manifest: str, compute) -> None:
     g, d, ckpt = load_gan(ckpt_path, compute)
     run, bs, seed = ckpt["summary"]["run"], params["evaluate"]["batch_size"], params["seed"]
+    val = load_split(manifest, "val", defect=tasks(manifest, run)[0][0])
+    if val.masks is None:
+        raise SystemExit(f"{manifest}: the val split has no masks; the map checks need them")
     aug_cfg = {**ckpt["params"]["train"]["augment"]}
     x, y = val.batch(torch.arange(len(val)), compute.device)
     damaged = (y == 1).numpy()
@@ -125,6 +156,18 @@ def diagnose(ckpt_path: Path, params: dict, val, compute) -> None:
     row["fusion_dark-decast_x_local_contrast_dark"] = val_iou(np.clip(cf, 0, None) * np.clip(dark_lc, 0, None), masks, quantiles)
     print(json.dumps(row), flush=True)
 
+    cfg = params["evaluate"]["saliency"]
+    draws = [x_cf] + [g_outputs(g, x, compute, bs, seed + k) for k in range(1, max(NOISE_DRAWS))]
+    row = {"check": "noise_draws", "run": run, "change_between_draws": round(float((draws[0] - draws[1]).abs().mean()), 4)}
+    for k in NOISE_DRAWS:
+        row[f"form_k{k}"], row[f"iou_k{k}"] = best_form(x, torch.stack(draws[:k]).mean(0), damaged, masks, cfg)
+    print(json.dumps(row), flush=True)
+
+    row = {"check": "local_cast", "run": run}
+    for sigma in (0.0, *LOCAL_CAST_SIGMAS):
+        row[f"form_sigma{sigma:g}"], row[f"iou_sigma{sigma:g}"] = best_form(x, x_cf, damaged, masks, cfg, sigma)
+    print(json.dumps(row), flush=True)
+
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,11 +177,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     compute = resolve(params)
-    val = load_split(args.manifest, "val")
-    if val.masks is None:
-        raise SystemExit(f"{args.manifest}: the val split has no masks; the map checks need them")
     for path in args.checkpoints:
-        diagnose(path, params, val, compute)
+        diagnose(path, params, args.manifest, compute)
 
 
 if __name__ == "__main__":

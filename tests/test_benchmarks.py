@@ -182,3 +182,26 @@ def test_val_curves_replays_old_logs_under_the_head_flag_with_d_balanced_accurac
     val_curves.main(["--log", f"v={run}/log.csv", "--manifest", str(tmp_path / "manifest.csv"), "--out", str(out)])
     assert "select on maps keeps step 4 (maps 0.350)" in capsys.readouterr().out
     assert val_curves.with_bacc_d(pd.DataFrame(rows), str(tmp_path / "manifest.csv"))["val_bacc_d"].tolist() == [1.0, 1.0]
+
+
+def test_diagnose_maps_prints_every_check_and_reads_the_evaluations_own_maps(small_manifest, tmp_path, capsys):
+    """diagnose_maps.py on a trained checkpoint: one JSON line per check; the noise-draw and local-cast
+    checks score the evaluation's own map forms (K = 1 and no local cast are the same maps), and a local
+    cast leaves out the `-decast` forms it replaces."""
+    import json
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import diagnose_maps
+    from cfgan.train import gan
+    params, manifest = small_manifest
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "run")
+    overlay = tmp_path / "forms.yaml"
+    overlay.write_text("evaluate: {saliency: {counterfactual_forms: [abs, dark-decast], smooth_sigma: 1.0}}\n")
+    diagnose_maps.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
+                        str(tmp_path / "run/checkpoint.pt")])
+    rows = {r["check"]: r for r in (json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{"))}
+    assert set(rows) == {"shortcut", "dropout", "global_shift", "maps", "noise_draws", "local_cast"}
+    draws, cast = rows["noise_draws"], rows["local_cast"]
+    assert draws["change_between_draws"] >= 0
+    assert all(0 <= draws[f"iou_k{k}"] <= 1 for k in diagnose_maps.NOISE_DRAWS)
+    assert (draws["form_k1"], draws["iou_k1"]) == (cast["form_sigma0"], cast["iou_sigma0"])
+    assert all(cast[f"form_sigma{s:g}"] == "abs" and 0 <= cast[f"iou_sigma{s:g}"] <= 1 for s in diagnose_maps.LOCAL_CAST_SIGMAS)

@@ -169,3 +169,47 @@ def test_steps_without_timm_models_do_not_import_torchvision():
     assert build_discriminator("resnet18", DIS_CFG, 32, 3).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
     assert build_segmenter("swin_unet", GEN_CFG, 32)(torch.rand(1, 3, 32, 32)).shape == (1, 32, 32)
     assert build_segmenter("cnn_unet", GEN_CFG, 16)(torch.rand(1, 3, 16, 16)).shape == (1, 16, 16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_resnet3_strided_skip_is_the_strided_1x1_convolution_to_the_bit(dtype, layout):
+    """ResNet3's strided skip (StridedConv1x1) gives nn.Conv2d(cin, cout, 1, 2)'s outputs and gradients
+    bit for bit, with its parameters under the same keys: old checkpoints load and give the same numbers."""
+    from cfgan.models.discriminators import StridedConv1x1
+    torch.manual_seed(0)
+    ours, plain = StridedConv1x1(16, 32, 2), torch.nn.Conv2d(16, 32, 1, 2, bias=False)
+    plain.load_state_dict(ours.state_dict())
+    results = []
+    for conv in (ours, plain):
+        conv = conv.to(memory_format=layout)
+        x = torch.rand(4, 16, 24, 24, generator=torch.Generator().manual_seed(1)).to(memory_format=layout).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = conv(x)
+        out.float().square().sum().backward()
+        results.append((out.detach(), x.grad, conv.weight.grad))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_narrow_resnet3_trains_channels_last_at_odd_batch_sizes():
+    """Width 8, channels-last, batches of 3 and 5, backward: a strided 1x1 nn.Conv2d there corrupts the heap on
+    AVX-512 CPUs under torch 2.14 (a crash). In a child process, so that a crash fails this test only."""
+    import subprocess
+    import sys
+    code = """
+import torch
+from cfgan.config import load_params
+from cfgan.models import build_discriminator
+from pathlib import Path
+p = load_params([Path('params.yaml')])
+d = build_discriminator('resnet3', {**p['discriminator'], 'resnet3': {'width': 8}}, 32, 3).to(memory_format=torch.channels_last)
+for n in (3, 5, 3, 5):
+    for bf16 in (False, True):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+            out = d(torch.rand(n, 3, 32, 32).to(memory_format=torch.channels_last))
+        out.float().sum().backward()
+print('ok')
+"""
+    from conftest import ROOT
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
