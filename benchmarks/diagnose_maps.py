@@ -43,7 +43,7 @@ from cfgan.data.datasets import load_split, tasks
 from cfgan.evaluate import saliency
 from cfgan.inference import real_class_probs
 from cfgan.maps import counterfactual_form, smooth
-from cfgan.metrics import binary_metrics, choose_threshold
+from cfgan.metrics import binary_metrics, choose_form, choose_threshold
 from cfgan.train.gan import load_gan
 
 AUGMENTS = {  # over the training augmentation's own config: only what each name says is kept on
@@ -88,16 +88,15 @@ def best_form(x, x_cf, damaged, masks, cfg: dict, local_cast: float = 0.0) -> tu
     """(form, val IoU) of the best of the evaluation's counterfactual forms, blurred as evaluated;
     `local_cast` > 0: a Gaussian blur of that width of the difference is taken out first (the
     `-decast` forms, which take out the mean instead, are then left out)."""
-    forms = cfg.get("counterfactual_forms", ["abs"])
+    forms = [f for f in cfg.get("counterfactual_forms", ["abs"]) if not f.endswith("-keep")]
     x, x_cf = x[torch.from_numpy(damaged)].float(), x_cf[torch.from_numpy(damaged)].float()
     if local_cast > 0:
         diff = x_cf - x
         x_cf = x + (diff - smooth(diff.flatten(0, 1), local_cast).view_as(diff))
-        forms = [f for f in forms if "-decast" not in f and not f.endswith("-keep")] or ["abs"]
-    scores = {f: val_iou(smooth(counterfactual_form(x, x_cf, f), cfg["smooth_sigma"]).numpy(), masks, cfg["quantiles"])
-              for f in forms if not f.endswith("-keep")}
-    form = max(scores, key=lambda f: (scores[f], f))
-    return form, scores[form]
+        forms = [f for f in forms if "-decast" not in f] or ["abs"]
+    maps = {f: smooth(counterfactual_form(x, x_cf, f), cfg["smooth_sigma"]).numpy() for f in forms}
+    form = choose_form(maps, masks, cfg["quantiles"])  # the saliency step's own choice (and its tie rule)
+    return form, val_iou(maps[form], masks, cfg["quantiles"])
 
 
 def diagnose(ckpt_path: Path, params: dict, manifest: str, compute) -> None:
