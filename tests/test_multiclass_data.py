@@ -226,3 +226,36 @@ def test_one_vs_rest_decision_rule():
     d2 = Fixed([[0, 1, 0], [0, -3, 0], [0, 3, 0]])
     pred = OneVsRest([d1, d2])(torch.zeros(3, 3, 8, 8)).argmax(1)
     assert pred.tolist() == [1, 0, 2]   # the fake logit is left out of the decision
+
+
+def _manifest_of(tmp_path, rows):
+    """A manifest of 8 px crops: rows of (source_id, split, label, defect_name)."""
+    ids = {"undamaged": 0, **{v: k for k, v in CLASSES.items()}}
+    records = []
+    for i, (source, split, label, name) in enumerate(rows):
+        save_image(tmp_path / "crops" / f"{i}.png", (8, 8), seed=i)
+        records.append({"path": f"crops/{i}.png", "label": label, "mask_path": "", "source_id": source,
+                        "split": split, "defect_class": ids[name], "defect_name": name})
+    path = tmp_path / "manifest.csv"
+    pd.DataFrame.from_records(records).to_csv(path, index=False)
+    return path
+
+
+def test_same_photos_negatives_keep_only_undamaged_crops_of_the_tasks_photos(tmp_path, capsys):
+    from cfgan.data.datasets import load_split
+    manifest = _manifest_of(tmp_path, [
+        ("a", "train", 1, "inclusion"), ("a", "train", 0, "undamaged"), ("a", "train", 0, "undamaged"),
+        ("b", "train", 1, "patches"), ("b", "train", 0, "undamaged"),
+        ("c", "train", 0, "undamaged"),
+        ("d", "val", 1, "inclusion"), ("e", "val", 0, "undamaged")])
+    everything = load_split(manifest, "train", defect="inclusion")
+    assert everything.labels.tolist() == [1, 0, 0, 0, 0]      # the task: inclusion against every undamaged crop
+    matched = load_split(manifest, "train", defect="inclusion", negatives="same_photos")
+    assert matched.paths == ["crops/0.png", "crops/1.png", "crops/2.png"]   # photo a only
+    assert "2 of 4 undamaged train crops (inclusion)" in capsys.readouterr().out
+    assert load_split(manifest, "train", defect="patches", negatives="same_photos").paths == \
+        ["crops/3.png", "crops/4.png"]
+    with pytest.raises(UserError, match="leaves no undamaged crop in split 'val' for inclusion"):
+        load_split(manifest, "val", defect="inclusion", negatives="same_photos")
+    with pytest.raises(UserError, match="train.negatives: 'some'"):
+        load_split(manifest, "train", negatives="some")

@@ -76,6 +76,22 @@ def task_rows(frame: pd.DataFrame, defect: str | None, where: Path) -> pd.DataFr
     return frame[(frame["defect_class"].astype(int) == 0) | (frame["defect_name"] == defect)]
 
 
+NEGATIVES = ("all", "same_photos")
+
+
+def matched_negatives(rows: pd.DataFrame, defect: str | None) -> pd.DataFrame:
+    """`rows` with only the undamaged crops cut from a photo (`source_id`) that also gives a damaged
+    crop of the task (`defect`'s, or any for binary data). Matched negatives: the undamaged crops then
+    share surface, lighting and texture with the damaged ones, so the photo no longer tells the
+    classes apart, and crops of photos full of another defect's unannotated marks (NEU-Seg's patches
+    photos hold dark specks like inclusions) leave the inclusion task's negatives."""
+    damaged = rows["label"] == 1
+    if defect is not None:
+        damaged &= rows["defect_name"] == defect
+    photos = set(rows.loc[damaged, "source_id"])
+    return rows[damaged | ((rows["label"] == 0) & rows["source_id"].isin(photos))]
+
+
 def split_labels(manifest_path: str | Path, split: str, defect: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A split's labels (manifest order, no image read) and which of its crops belong to one
     defect class's task (all for None)."""
@@ -95,11 +111,25 @@ def tasks(manifest_path: str | Path, run: str) -> list[tuple[str | None, str]]:
     return [(name, with_defect(run, name)) for name in names] or [(None, run)]
 
 
-def load_split(manifest_path: str | Path, split: str, limit: int | None = None, defect: str | None = None) -> Split:
-    """One split's crops; `defect`: only that defect class's task of a multi-class manifest."""
+def load_split(manifest_path: str | Path, split: str, limit: int | None = None, defect: str | None = None,
+               negatives: str = "all") -> Split:
+    """One split's crops; `defect`: only that defect class's task of a multi-class manifest;
+    `negatives`: "all" undamaged crops, or "same_photos" (`matched_negatives`, train.negatives)."""
     manifest_path = Path(manifest_path)
     frame = task_rows(read_manifest(manifest_path), defect, manifest_path)
     rows = frame[frame["split"] == split]
+    if negatives not in NEGATIVES:
+        raise UserError(f"train.negatives: {negatives!r} is not one of {', '.join(NEGATIVES)}")
+    if negatives == "same_photos":
+        kept = matched_negatives(rows, defect)
+        n_all, n_kept = int((rows["label"] == 0).sum()), int((kept["label"] == 0).sum())
+        if n_kept == 0:
+            raise UserError(f"{manifest_path}: train.negatives same_photos leaves no undamaged crop in split {split!r}"
+                            f"{f' for {defect}' if defect else ''}: no photo gives both an undamaged and a damaged "
+                            f"crop (use negatives: all, or a smaller crop_size)")
+        print(f"train.negatives same_photos: {n_kept} of {n_all} undamaged {split} crops"
+              f"{f' ({defect})' if defect else ''}")
+        rows = kept
     if limit is not None:
         rows = rows.iloc[:limit]
     if rows.empty:

@@ -327,7 +327,10 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     cx = resolve(params)
     dev = cx.device
     defect = run_defect(run)  # one-vs-rest: this defect class's crops against the undamaged ones
-    train, val = load_split(manifest, "train", defect=defect).to(dev), load_split(manifest, "val", defect=defect)
+    # train.negatives narrows the training crops only: val and test keep every undamaged crop, so
+    # selection and every table score the same crops whatever the option
+    train = load_split(manifest, "train", defect=defect, negatives=cfg.get("negatives", "all")).to(dev)
+    val = load_split(manifest, "val", defect=defect)
     maps_cfg = check_val_maps(cfg, val, manifest, params.get("evaluate", {}).get("saliency"))
     select_on = "val_map_iou" if maps_cfg and maps_cfg["select"] else "val_score"
     pgd_cfg = cfg.get("val_pgd")  # D's robustness curve along the steps (train.val_pgd; None: off)
