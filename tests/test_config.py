@@ -82,3 +82,12 @@ def test_seeds_multiply_every_training_run(write_params):
                                  "cnn_unet-resnet18-c1-s0", "cnn_unet-resnet18-c1-s7"]
     assert baseline_runs(params) == ["baseline-resnet3-s0", "baseline-resnet3-s7", "baseline-resnet18-s0", "baseline-resnet18-s7"]
     assert segmenter_runs(params) == ["segmenter-cnn_unet-s0", "segmenter-cnn_unet-s7"]
+
+
+def test_train_negatives_is_a_named_choice_globally_and_per_data_set(write_params):
+    from cfgan.train.gan import train_config
+    params = load_params(write_params({"datasets": {"synthetic": {"train": {"negatives": "same_photos"}}}}, "a.yaml"))
+    assert train_config(params, "synthetic")["negatives"] == "same_photos"
+    assert "negatives" not in params["train"]          # off (all) unless asked for: the paper's configuration
+    with pytest.raises(UserError, match="negatives"):
+        load_params(write_params({"train": {"negatives": "nearby"}}, "b.yaml"))
