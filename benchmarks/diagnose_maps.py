@@ -23,6 +23,9 @@ Per checkpoint, one JSON line each:
 - `local_cast`: the same best form when, instead of each crop's mean difference (`-decast`), a wide
   Gaussian blur of the difference is taken out first (a local cast, at each of a few widths): whether
   G's broad shading changes, not only its uniform one, hide the defect in the map.
+- `precision`: the same best form when G draws the counterfactuals at the evaluation's precision
+  (`compute.precision`; bf16 autocast where `auto` resolves to it) and in fp32: whether bf16 inference
+  alone, not bf16 training, costs the maps.
 
 A one-vs-rest checkpoint (`-k<class>` runs of a multi-class data set) is read on its own class's val crops.
 """
@@ -30,6 +33,7 @@ A one-vs-rest checkpoint (`-k<class>` runs of a multi-class data set) is read on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -165,6 +169,14 @@ def diagnose(ckpt_path: Path, params: dict, manifest: str, compute) -> None:
     row = {"check": "local_cast", "run": run}
     for sigma in (0.0, *LOCAL_CAST_SIGMAS):
         row[f"form_sigma{sigma:g}"], row[f"iou_sigma{sigma:g}"] = best_form(x, x_cf, damaged, masks, cfg, sigma)
+    print(json.dumps(row), flush=True)
+
+    row = {"check": "precision", "run": run, "trained_at": ckpt.get("compute", {}).get("precision", "fp32"),
+           "evaluated_at": compute.precision}
+    fp32 = dataclasses.replace(compute, precision="fp32")
+    for name, xc in (("evaluated", x_cf), ("fp32", g_outputs(g, x, fp32, bs, seed))):
+        row[f"form_{name}"], row[f"iou_{name}"] = best_form(x, xc, damaged, masks, cfg)
+    row["change_between"] = round(float((x_cf - g_outputs(g, x, fp32, bs, seed)).abs().mean()), 5)
     print(json.dumps(row), flush=True)
 
 

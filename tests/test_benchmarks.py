@@ -199,9 +199,13 @@ def test_diagnose_maps_prints_every_check_and_reads_the_evaluations_own_maps(sma
     diagnose_maps.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
                         str(tmp_path / "run/checkpoint.pt")])
     rows = {r["check"]: r for r in (json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{"))}
-    assert set(rows) == {"shortcut", "dropout", "global_shift", "maps", "noise_draws", "local_cast"}
+    assert set(rows) == {"shortcut", "dropout", "global_shift", "maps", "noise_draws", "local_cast", "precision"}
     draws, cast = rows["noise_draws"], rows["local_cast"]
     assert draws["change_between_draws"] >= 0
     assert all(0 <= draws[f"iou_k{k}"] <= 1 for k in diagnose_maps.NOISE_DRAWS)
     assert (draws["form_k1"], draws["iou_k1"]) == (cast["form_sigma0"], cast["iou_sigma0"])
     assert all(cast[f"form_sigma{s:g}"] == "abs" and 0 <= cast[f"iou_sigma{s:g}"] <= 1 for s in diagnose_maps.LOCAL_CAST_SIGMAS)
+    precision = rows["precision"]   # the evaluation's maps first, then G's in fp32: the same at fp32
+    assert (precision["form_evaluated"], precision["iou_evaluated"]) == (draws["form_k1"], draws["iou_k1"])
+    if precision["evaluated_at"] == "fp32":
+        assert precision["change_between"] == 0 and precision["iou_fp32"] == precision["iou_evaluated"]
