@@ -173,10 +173,10 @@ def diagnose(ckpt_path: Path, params: dict, manifest: str, compute) -> None:
 
     row = {"check": "precision", "run": run, "trained_at": ckpt.get("compute", {}).get("precision", "fp32"),
            "evaluated_at": compute.precision}
-    fp32 = dataclasses.replace(compute, precision="fp32")
-    for name, xc in (("evaluated", x_cf), ("fp32", g_outputs(g, x, fp32, bs, seed))):
+    x_cf_fp32 = g_outputs(g, x, dataclasses.replace(compute, precision="fp32"), bs, seed)  # the same noise draws
+    for name, xc in (("evaluated", x_cf), ("fp32", x_cf_fp32)):
         row[f"form_{name}"], row[f"iou_{name}"] = best_form(x, xc, damaged, masks, cfg)
-    row["change_between"] = round(float((x_cf - g_outputs(g, x, fp32, bs, seed)).abs().mean()), 5)
+    row["change_between"] = round(float((x_cf - x_cf_fp32).abs().mean()), 5)
     print(json.dumps(row), flush=True)
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -194,8 +195,13 @@ def test_diagnose_maps_prints_every_check_and_reads_the_evaluations_own_maps(sma
     from cfgan.train import gan
     params, manifest = small_manifest
     gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "run")
+    from cfgan.train.common import load_checkpoint, save_checkpoint
+    ckpt = load_checkpoint(tmp_path / "run/checkpoint.pt")   # a few steps leave G near its zero-initialised output:
+    ckpt["g"]["to_image.weight"] = 0.1 * torch.randn(ckpt["g"]["to_image.weight"].shape, generator=torch.Generator().manual_seed(0))
+    save_checkpoint(tmp_path / "run/checkpoint.pt", ckpt)     # give it a change that bf16 rounds
     overlay = tmp_path / "forms.yaml"
-    overlay.write_text("evaluate: {saliency: {counterfactual_forms: [abs, dark-decast], smooth_sigma: 1.0}}\n")
+    overlay.write_text("evaluate: {saliency: {counterfactual_forms: [abs, dark-decast], smooth_sigma: 1.0}}\n"
+                       "compute: {precision: bf16}\n")   # (emulated where the CPU has no bf16: slower, same code path)
     diagnose_maps.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(manifest),
                         str(tmp_path / "run/checkpoint.pt")])
     rows = {r["check"]: r for r in (json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{"))}
@@ -205,7 +211,8 @@ def test_diagnose_maps_prints_every_check_and_reads_the_evaluations_own_maps(sma
     assert all(0 <= draws[f"iou_k{k}"] <= 1 for k in diagnose_maps.NOISE_DRAWS)
     assert (draws["form_k1"], draws["iou_k1"]) == (cast["form_sigma0"], cast["iou_sigma0"])
     assert all(cast[f"form_sigma{s:g}"] == "abs" and 0 <= cast[f"iou_sigma{s:g}"] <= 1 for s in diagnose_maps.LOCAL_CAST_SIGMAS)
-    precision = rows["precision"]   # the evaluation's maps first, then G's in fp32: the same at fp32
+    precision = rows["precision"]   # the evaluation's maps (bf16 here), then the same draws from G in fp32
+    assert precision["evaluated_at"] == "bf16"
     assert (precision["form_evaluated"], precision["iou_evaluated"]) == (draws["form_k1"], draws["iou_k1"])
-    if precision["evaluated_at"] == "fp32":
-        assert precision["change_between"] == 0 and precision["iou_fp32"] == precision["iou_evaluated"]
+    assert 0 < precision["change_between"] < 0.05    # fp32 really ran (bf16 rounds G's output), and only rounding differs
+    assert 0 <= precision["iou_fp32"] <= 1
