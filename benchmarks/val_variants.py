@@ -1,6 +1,8 @@
 """Choose training settings on val, never on test: train one run under several variants of the
 params and print each variant's val figures (the checkpoint-selection metrics, the signs of
-collapse, and the counterfactual maps' val IoU under the evaluation's own threshold rule, per map form).
+collapse, and the counterfactual maps' val IoU under the evaluation's own threshold rule, per map form). Where val
+has masks, the training-free `local_contrast`'s val IoU (its polarity chosen on val) is printed first, once per task:
+the reference every map screen is read against.
 
     python benchmarks/val_variants.py --params params.yaml workflow/profiles/tiny/params.yaml \
         --manifest data/processed/synthetic/manifest.csv --dataset synthetic --run cnn_unet-resnet3-c0-s0 \
@@ -78,7 +80,7 @@ def main(argv=None) -> None:
             val = load_split(args.manifest, "val", defect=defect)
             tasks[defect] = {"val": val, "damaged": (val.labels == 1).numpy(),
                              "attacked": robustness.stratified_subset(val, base["evaluate"].get("robustness_crops"), base["seed"])}
-            if args.fusion and val.masks is not None:
+            if val.masks is not None:  # the training-free reference every map screen is read against, printed once
                 tasks[defect]["lc"] = reference_maps(val, tasks[defect]["damaged"], defect)
         return tasks[defect]
 

@@ -54,7 +54,8 @@ def test_val_variants_trains_each_variant_and_prints_val_figures_only(small_mani
                        "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-s0", "--out", str(tmp_path / "v"),
                        "--variant", "b=train.d_in_g_update=eval", "--reuse", "--pgd", "0", "0.05", "--twin", str(tmp_path / "twin/checkpoint.pt")])
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    twin, again = again[0], again[1:]
+    assert again[0]["variant"] == "local_contrast (no training)"  # printed without --fusion too: every screen's reference
+    twin, again = again[1], again[2:]
     assert again[0]["val_iou_abs"] == rows[1]["val_iou_abs"] and (tmp_path / "v/b/checkpoint.pt").stat().st_mtime_ns == stamp
     for row in (twin, again[0]):
         assert 0 <= row["val_f1_pgd=0.05"] <= row["val_f1_pgd=0.0"] + 0.5 and row["val_f1_pgd=0.0"] <= 1
@@ -86,7 +87,7 @@ def test_val_variants_reads_a_one_vs_rest_runs_own_task(tmp_path, capsys, monkey
                        "train: {steps: 2, batch_size: 8, val_every: 2}\nevaluate: {batch_size: 32}\n")
     val_variants.main(["--params", str(ROOT / "params.yaml"), str(overlay), "--manifest", str(tmp_path / "out/manifest.csv"),
                        "--dataset", "synthetic", "--run", "cnn_unet-resnet3-c0-kscratches-s0", "--out", str(tmp_path / "v"),
-                       "--variant", "a=", "--fusion"])
+                       "--variant", "a="])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert asked == ["scratches"]
     assert lines[0]["variant"] == "local_contrast (no training)" and lines[0]["defect"] == "scratches"
