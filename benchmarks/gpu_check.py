@@ -99,8 +99,8 @@ def pairing(gname: str, dname: str, gcfg: dict, dcfg: dict, train_cfg: dict, siz
             cx: Compute, warmup: int = 2) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     torch.manual_seed(0)
-    g = cx.prepare(build_generator(gname, gcfg, size))
-    d = cx.prepare(build_discriminator(dname, dcfg, size, 3))
+    g = cx.prepare(build_generator(gname, gcfg, size), "generator")
+    d = cx.prepare(build_discriminator(dname, dcfg, size, 3), "discriminator")
     opt_g, opt_d = optimizers(g, d, train_cfg)
     x = torch.rand(batch, 3, size, size, device=cx.device)
     y = (torch.arange(batch, device=cx.device) % 2)

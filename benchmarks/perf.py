@@ -88,8 +88,8 @@ def training_step(gname, dname, params, size, batch, compute: Compute):
     """One GAN step of the training loop's own code (D update, G update with one cycle) on random
     images, at `compute`'s precision and layout; a fresh seed-0 model each time."""
     torch.manual_seed(0)
-    g = compute.prepare(build_generator(gname, params["generator"], size))
-    d = compute.prepare(build_discriminator(dname, params["discriminator"], size, 3))
+    g = compute.prepare(build_generator(gname, params["generator"], size), "generator")
+    d = compute.prepare(build_discriminator(dname, params["discriminator"], size, 3), "discriminator")
     x, y = torch.rand(batch, 3, size, size), torch.arange(batch) % 2
     opt_g, opt_d = optimizers(g, d, params["train"])
     return lambda: gan_step(g, d, opt_g, opt_d, x, y, params["train"], cycles=1, update_g=True, compute=compute)
@@ -129,7 +129,7 @@ def precision_race(rounds: int = 3) -> None:
     timed alternately, best of `rounds` after one warm-up step each."""
     for label, (gname, dname, overlay, size, batch) in RACES.items():
         params = load_params([ROOT / "params.yaml"] + ([ROOT / overlay] if overlay else []))
-        auto = resolve(params)
+        auto = resolve(load_params([ROOT / "params.yaml"]))  # the default compute (a profile may pin its published one)
         fp32, best = race(training_step(gname, dname, params, size, batch, FP32),
                           training_step(gname, dname, params, size, batch, auto), rounds)[:2]
         print(f"race {label}: fp32 {fp32:.3f} s/step, auto {best:.3f} s/step, x{fp32 / best:.2f}"

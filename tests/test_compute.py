@@ -178,3 +178,23 @@ def test_fp32_image_layers_let_d_see_a_change_below_bf16s_resolution():
             seen[keep] = not torch.equal(d.stem[0](x), d.stem[0](x_cf))
         assert set(d.state_dict()) == set(build_discriminator("resnet3", DIS_CFG, 16, 3).state_dict())
     assert seen == {True: True, False: False}
+
+
+def test_fp32_image_layers_can_name_one_kind_of_model():
+    """`compute.fp32_image_layers: discriminator` (params.yaml's default) keeps only the classifiers'
+    image layers (D, the plain twin) in fp32, `generator` only G's and the segmenters'; a model
+    prepared without a role gets them only under `true`. Checkpoints and logs record the setting
+    under bf16; anything else is refused with the allowed values."""
+    for setting, wrapped in (("discriminator", {"discriminator"}), ("generator", {"generator"}),
+                             (True, {"discriminator", "generator", None}), (False, set())):
+        cx = resolve({"compute": {"precision": "bf16", "fp32_image_layers": setting}})
+        assert cx.fp32_image_layers == setting and cx.describe()["fp32_image_layers"] == setting  # checkpoints record it
+        assert ("image layers in fp32" in cx.summary()) == bool(setting)                          # and the logs say it
+        for role in ("discriminator", "generator", None):
+            model = cx.prepare(build_discriminator("resnet3", DIS_CFG, 16, 3) if role != "generator"
+                               else build_generator("cnn_unet", GEN_CFG, 16), role)
+            marked = any(getattr(m, "_cfgan_fp32", False) for m in model.modules())
+            assert marked == (role in wrapped), (setting, role)
+    assert "fp32_image_layers" not in resolve({"compute": {"precision": "fp32", "fp32_image_layers": "discriminator"}}).describe()
+    with pytest.raises(UserError, match="compute.fp32_image_layers is 'd'; allowed values: false, true, discriminator, generator"):
+        resolve({"compute": {"precision": "bf16", "fp32_image_layers": "d"}})

@@ -213,3 +213,27 @@ print('ok')
     from conftest import ROOT
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
+def test_resnet3_max_pool_keeps_a_small_defects_response_whatever_its_share_of_the_crop(write_params):
+    """discriminator.resnet3.pool: max (not from the paper) pools the last stage by its maximum, so a
+    response confined to one position counts in full, where the average divides it by the positions;
+    the weights are the same either way (a checkpoint's state dict fits both), and the schema names
+    the allowed pools."""
+    from cfgan.config import load_params
+    from cfgan.errors import UserError
+    torch.manual_seed(0)
+    avg = build_discriminator("resnet3", {**DIS_CFG, "resnet3": {"width": 8}}, 16, 3).eval()
+    mx = build_discriminator("resnet3", {**DIS_CFG, "resnet3": {"width": 8, "pool": "max"}}, 16, 3).eval()
+    mx.load_state_dict(avg.state_dict())
+    features = torch.zeros(1, 32, 4, 4)
+    features[0, 0, 1, 2] = 16.0                  # one position of 16 lights up one channel
+    linear = avg.head[-1]
+    with torch.no_grad():
+        assert torch.allclose(avg.head(features), linear(torch.eye(32)[:1] * 1.0))    # 16 / 16 positions
+        assert torch.allclose(mx.head(features), linear(torch.eye(32)[:1] * 16.0))   # the position's own value
+        x = torch.rand(2, 3, 16, 16)
+        assert mx(x).shape == avg(x).shape == (2, 3) and not torch.allclose(mx(x), avg(x))
+    assert load_params(write_params({"discriminator": {"resnet3": {"width": 8, "pool": "max"}}}, "a.yaml"))["discriminator"]["resnet3"]["pool"] == "max"
+    with pytest.raises(UserError, match="pool"):
+        load_params(write_params({"discriminator": {"resnet3": {"width": 8, "pool": "min"}}}, "b.yaml"))

@@ -71,7 +71,7 @@ class Compute:
     device: torch.device
     precision: str          # "bf16" or "fp32": what `auto` resolved to
     channels_last: bool
-    fp32_image_layers: bool = False  # compute.fp32_image_layers: see image_layers_in_fp32
+    fp32_image_layers: bool | str = False  # compute.fp32_image_layers: False, True (every model) or a ROLES name
 
     def autocast(self):
         """The context every forward pass runs in (training and inference alike)."""
@@ -79,11 +79,12 @@ class Compute:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare(self, model: torch.nn.Module, role: str | None = None) -> torch.nn.Module:
         """Move to the device, channels-last where that is the faster layout; under bf16 with
-        `compute.fp32_image_layers`, the layers that read the image keep reading it in fp32."""
+        `compute.fp32_image_layers` (true, or this model's `role`, one of ROLES), the layers that read
+        the image keep reading it in fp32."""
         model = model.to(self.device)
-        if self.precision == "bf16" and self.fp32_image_layers:
+        if self.precision == "bf16" and self.fp32_image_layers in (True, role):
             image_layers_in_fp32(model)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
@@ -91,6 +92,8 @@ class Compute:
         """What checkpoints and tables record: device (with the GPU's name and CUDA version), precision, threads."""
         out = {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
                "threads": torch.get_num_threads()}
+        if self.precision == "bf16":  # which models' image layers ran in fp32 (false, true, or a ROLES name)
+            out["fp32_image_layers"] = self.fp32_image_layers
         if self.device.type == "cuda":
             index = self.device.index or 0
             out.update(gpu=torch.cuda.get_device_name(index), cuda=str(torch.version.cuda),
@@ -102,7 +105,9 @@ class Compute:
         """One line for logs and table notes."""
         info = self.describe()
         where = f"{info['device']} ({info['gpu']}, CUDA {info['cuda']})" if "gpu" in info else info["device"]
-        return f"{where}, {self.precision}{', channels-last' if self.channels_last else ''}, {info['threads']} threads"
+        layers = {True: ", image layers in fp32", False: ""}.get(self.fp32_image_layers, f", {self.fp32_image_layers}'s image layers in fp32")
+        return (f"{where}, {self.precision}{layers if self.precision == 'bf16' else ''}"
+                f"{', channels-last' if self.channels_last else ''}, {info['threads']} threads")
 
 
 ENV_DETERMINISTIC = "CFGAN_DETERMINISTIC"
@@ -127,20 +132,24 @@ def deterministic_cuda() -> bool:
 
 
 IMAGE_CHANNELS = 3
+# compute.fp32_image_layers can name one kind of model: "discriminator" (D and its plain twin: the
+# classifiers, which must see a counterfactual's small changes) or "generator" (G and the segmenters).
+ROLES = ("discriminator", "generator")
 
 
 def image_layers_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
     """`compute.fp32_image_layers` (off by default): run every convolution that reads the RGB image
     with autocast off, in fp32.
 
-    Why one would: bf16 keeps 8 significant bits, so an image value in [0.5, 1) is rounded to a
-    step of 1/256, and a counterfactual that changes pixels by less than that reaches D's first
-    convolution unchanged. On CrackForest val (three seeds, 400 steps; benchmarks/README.md) plain
-    bf16 raised D's fake probability on real crops in every seed. With these layers in fp32, D's F1
-    and the selection score rose above fp32's, but G changed images three times as much and the
-    maps' val IoU fell (0.177 against 0.271 in fp32, 0.242 in plain bf16): hence off, a lever for
-    the search on val. The layers are cheap (3 input channels); state dicts are unchanged (only
-    `forward` is wrapped)."""
+    Why: bf16 keeps 8 significant bits, so an image value in [0.5, 1) is rounded to a step of
+    1/256, and a counterfactual that changes pixels by less than that reaches D's first convolution
+    unchanged. In every model (`true`; CrackForest val, three seeds, 400 steps, 2026-12-02) D's F1
+    rose above fp32's but G changed images three times as much and the maps fell (0.177 against
+    0.271 in fp32). In D (and its twin) only (`discriminator`, params.yaml's default since
+    2026-12-05) the published CrackForest configuration at 400 steps, five seeds, matches fp32 on
+    every val measure within one fp32 sd (maps 0.367 against 0.372, plain bf16 0.346; D's F1 0.779
+    against 0.776, plain bf16 0.735; benchmarks/README.md). The layers are cheap (3 input
+    channels); state dicts are unchanged (only `forward` is wrapped)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d) and module.in_channels == IMAGE_CHANNELS and not hasattr(module, "_cfgan_fp32"):
             module._cfgan_fp32 = True
@@ -190,5 +199,8 @@ def resolve(params: dict | None) -> Compute:
     layout = cfg.get("channels_last", "auto")
     if layout not in ("auto", True, False):
         raise UserError(f"compute.channels_last is {layout!r}; allowed values: auto, true, false")
+    image_layers = cfg.get("fp32_image_layers", False)
+    if image_layers not in (False, True, *ROLES):
+        raise UserError(f"compute.fp32_image_layers is {image_layers!r}; allowed values: false, true, {', '.join(ROLES)}")
     return Compute(device, precision, channels_last=(precision == "bf16" or device.type == "cuda") if layout == "auto" else layout,
-                   fp32_image_layers=bool(cfg.get("fp32_image_layers", False)))
+                   fp32_image_layers=image_layers)

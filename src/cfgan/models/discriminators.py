@@ -46,9 +46,16 @@ class BasicBlock(nn.Module):
 
 
 class ResNet3(nn.Module):
-    """ResNet with three stages of two basic blocks (widths w, 2w, 4w)."""
+    """ResNet with three stages of two basic blocks (widths w, 2w, 4w), then a global pool and a linear head.
 
-    def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3):
+    `pool` (discriminator.resnet3.pool): `avg` (the usual head) or `max`. Not from the paper: a defect that
+    covers a few pixels of a crop moves an average of the last stage's features by its share of the crop,
+    while a max keeps its strongest response whatever the defect's size (the pooling of weakly supervised
+    detectors of small objects)."""
+
+    POOLS = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}
+
+    def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3, pool: str = "avg"):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         stages, cin = [], width
@@ -56,7 +63,7 @@ class ResNet3(nn.Module):
             stages.append(nn.Sequential(BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)))
             cin = cout
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+        self.head = nn.Sequential(self.POOLS[pool](1), nn.Flatten(), nn.Linear(cin, num_classes))
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))

@@ -30,7 +30,7 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     classes = ["undamaged", *defect_names(read_manifest(manifest))] if train.classes is not train.labels else None
     n_out = len(classes) if classes else 2
     image_size = train.images.shape[-1]
-    model = cx.prepare(build_discriminator(backbone, params["discriminator"], image_size, n_out))
+    model = cx.prepare(build_discriminator(backbone, params["discriminator"], image_size, n_out), "discriminator")
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"f1": -1.0, "step": 0, "state": None}, []
     decay = cfg.get("ema", 0)  # an average of the twin, as train.ema_d averages D: the fair twin of an averaged D
@@ -74,4 +74,4 @@ def load_baseline(source, compute=None):
     s = ckpt["summary"]
     model = build_discriminator(s["backbone"], ckpt["params"]["discriminator"], s["image_size"], len(s.get("classes", [0, 1])))
     model.load_state_dict(ckpt["model"])
-    return (model if compute is None else compute.prepare(model)).eval(), ckpt
+    return (model if compute is None else compute.prepare(model, "discriminator")).eval(), ckpt

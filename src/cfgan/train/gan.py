@@ -337,8 +337,8 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     attacked = attacks.stratified_subset(val, pgd_cfg.get("crops"), params["seed"]) if pgd_cfg else None
     tolerance = maps_cfg.get("tolerance", 0.0) if maps_cfg else 0.0  # (val_maps_settings refuses it without select)
     image_size = train.images.shape[-1]
-    g = cx.prepare(build_generator(gen_name, params["generator"], image_size))
-    d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3))
+    g = cx.prepare(build_generator(gen_name, params["generator"], image_size), "generator")
+    d = cx.prepare(build_discriminator(dis_name, params["discriminator"], image_size, 3), "discriminator")
     opt_g, opt_d = optimizers(g, d, cfg)
     resume_path = out_dir / "resume.pt"
     start, log, keeper = 0, [], StepKeeper(select_on, tolerance)
@@ -429,5 +429,5 @@ def load_gan(source, compute: Compute | None = None):
     d = build_discriminator(s["discriminator"], p["discriminator"], s["image_size"], 3)
     g.load_state_dict(ckpt["g"]); d.load_state_dict(ckpt["d"])
     if compute is not None:
-        g, d = compute.prepare(g), compute.prepare(d)
+        g, d = compute.prepare(g, "generator"), compute.prepare(d, "discriminator")
     return g.eval(), d.eval(), ckpt

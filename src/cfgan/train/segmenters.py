@@ -56,7 +56,7 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
     if train.masks is None:
         raise UserError(f"{manifest}: crops have no masks, so a segmenter cannot be trained on this data set")
     image_size = train.images.shape[-1]
-    model = cx.prepare(build_segmenter(arch, _segmenter_generator_cfg(params), image_size))
+    model = cx.prepare(build_segmenter(arch, _segmenter_generator_cfg(params), image_size), "generator")
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, log = {"iou": -1.0, "step": 0, "state": None}, []
     damaged_val = (val.labels == 1).numpy()
@@ -101,4 +101,4 @@ def load_segmenter(source, compute=None):
     s = ckpt["summary"]
     model = build_segmenter(s["arch"], _segmenter_generator_cfg(ckpt["params"]), s["image_size"])
     model.load_state_dict(ckpt["model"])
-    return (model if compute is None else compute.prepare(model)).eval(), ckpt
+    return (model if compute is None else compute.prepare(model, "generator")).eval(), ckpt
