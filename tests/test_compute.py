@@ -159,6 +159,10 @@ def test_checkpoints_and_tables_record_the_precision(small_manifest, tmp_path):
     frame = run_classify({**params, "seed": 0}, manifest, tmp_path / "run/checkpoint.pt", "synthetic")
     assert isinstance(frame, pd.DataFrame)
     assert frame["note"].str.contains(f"trained at {cx.precision} on cpu, evaluated at {cx.precision} on cpu").all()
+    if cx.precision == "bf16" and cx.fp32_image_layers:  # params.yaml's default on a bf16 machine: the rows say it
+        assert ckpt["compute"]["fp32_image_layers"] == cx.fp32_image_layers
+        layers = f"(image layers in fp32: {cx.fp32_image_layers} in training, {cx.fp32_image_layers} in evaluation)"
+        assert frame["note"].str.contains(layers, regex=False).all()
 
 
 def test_fp32_image_layers_let_d_see_a_change_below_bf16s_resolution():

@@ -89,7 +89,8 @@ class Compute:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def describe(self) -> dict:
-        """What checkpoints and tables record: device (with the GPU's name and CUDA version), precision, threads."""
+        """What checkpoints and tables record: device (with the GPU's name and CUDA version), precision, threads,
+        and under bf16 which models' image layers ran in fp32."""
         out = {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
                "threads": torch.get_num_threads()}
         if self.precision == "bf16":  # which models' image layers ran in fp32 (false, true, or a ROLES name)
@@ -138,8 +139,8 @@ ROLES = ("discriminator", "generator")
 
 
 def image_layers_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
-    """`compute.fp32_image_layers` (off by default): run every convolution that reads the RGB image
-    with autocast off, in fp32.
+    """`compute.fp32_image_layers` (params.yaml: `discriminator`; off where a profile pins `false`):
+    run every convolution of `model` that reads the RGB image with autocast off, in fp32.
 
     Why: bf16 keeps 8 significant bits, so an image value in [0.5, 1) is rounded to a step of
     1/256, and a counterfactual that changes pixels by less than that reaches D's first convolution
