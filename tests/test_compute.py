@@ -151,6 +151,7 @@ def test_checkpoints_and_tables_record_the_precision(small_manifest, tmp_path):
     from cfgan.evaluate.run import run_classify
     from cfgan.train import gan
     params, manifest = small_manifest
+    params = {**params, "compute": {**params.get("compute", {}), "fp32_image_layers": "discriminator"}}  # recorded under bf16
     gan.train_gan(params, manifest, "cnn_unet-resnet3-c0-s0", tmp_path / "run")
     ckpt = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
     cx = resolve(params)
@@ -159,7 +160,7 @@ def test_checkpoints_and_tables_record_the_precision(small_manifest, tmp_path):
     frame = run_classify({**params, "seed": 0}, manifest, tmp_path / "run/checkpoint.pt", "synthetic")
     assert isinstance(frame, pd.DataFrame)
     assert frame["note"].str.contains(f"trained at {cx.precision} on cpu, evaluated at {cx.precision} on cpu").all()
-    if cx.precision == "bf16" and cx.fp32_image_layers:  # params.yaml's default on a bf16 machine: the rows say it
+    if cx.precision == "bf16":  # on a bf16 machine the rows say which models read the image in fp32
         assert ckpt["compute"]["fp32_image_layers"] == cx.fp32_image_layers
         layers = f"(image layers in fp32: {cx.fp32_image_layers} in training, {cx.fp32_image_layers} in evaluation)"
         assert frame["note"].str.contains(layers, regex=False).all()
@@ -185,7 +186,7 @@ def test_fp32_image_layers_let_d_see_a_change_below_bf16s_resolution():
 
 
 def test_fp32_image_layers_can_name_one_kind_of_model():
-    """`compute.fp32_image_layers: discriminator` (params.yaml's default) keeps only the classifiers'
+    """`compute.fp32_image_layers: discriminator` keeps only the classifiers'
     image layers (D, the plain twin) in fp32, `generator` only G's and the segmenters'; a model
     prepared without a role gets them only under `true`. Checkpoints and logs record the setting
     under bf16; anything else is refused with the allowed values."""

@@ -139,18 +139,19 @@ ROLES = ("discriminator", "generator")
 
 
 def image_layers_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
-    """`compute.fp32_image_layers` (params.yaml: `discriminator`; off where a profile pins `false`):
-    run every convolution of `model` that reads the RGB image with autocast off, in fp32.
+    """`compute.fp32_image_layers` (off by default): run every convolution of `model` that reads the
+    RGB image with autocast off, in fp32.
 
     Why: bf16 keeps 8 significant bits, so an image value in [0.5, 1) is rounded to a step of
     1/256, and a counterfactual that changes pixels by less than that reaches D's first convolution
     unchanged. In every model (`true`; CrackForest val, three seeds, 400 steps, 2026-12-02) D's F1
     rose above fp32's but G changed images three times as much and the maps fell (0.177 against
-    0.271 in fp32). In D (and its twin) only (`discriminator`, params.yaml's default since
-    2026-12-05) the published CrackForest configuration at 400 steps, five seeds, matches fp32 on
-    every val measure within one fp32 sd (maps 0.367 against 0.372, plain bf16 0.346; D's F1 0.779
-    against 0.776, plain bf16 0.735; benchmarks/README.md). The layers are cheap (3 input
-    channels); state dicts are unchanged (only `forward` is wrapped)."""
+    0.271 in fp32). In D (and its twin) only (`discriminator`) the published CrackForest
+    configuration at 400 steps, five seeds, matches fp32 on every val measure within one fp32 sd
+    (maps 0.367 against 0.372, plain bf16 0.346; D's F1 0.779 against 0.776, plain bf16 0.735),
+    but at 1,200 steps, where plain bf16 matches fp32, its maps were 0.016 below plain bf16's (three
+    seeds, each lower; benchmarks/README.md): hence off by default, the setting for short runs. The layers are cheap
+    (3 input channels); state dicts are unchanged (only `forward` is wrapped)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d) and module.in_channels == IMAGE_CHANNELS and not hasattr(module, "_cfgan_fp32"):
             module._cfgan_fp32 = True
