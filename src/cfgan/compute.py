@@ -106,9 +106,9 @@ class Compute:
         """One line for logs and table notes."""
         info = self.describe()
         where = f"{info['device']} ({info['gpu']}, CUDA {info['cuda']})" if "gpu" in info else info["device"]
-        layers = {True: ", image layers in fp32", False: ""}.get(self.fp32_image_layers, f", {self.fp32_image_layers}'s image layers in fp32")
-        return (f"{where}, {self.precision}{layers if self.precision == 'bf16' else ''}"
-                f"{', channels-last' if self.channels_last else ''}, {info['threads']} threads")
+        kind = info.get("fp32_image_layers", False)  # set under bf16 only
+        layers = {True: ", image layers in fp32", False: ""}.get(kind, f", {kind}'s image layers in fp32")
+        return f"{where}, {self.precision}{layers}{', channels-last' if self.channels_last else ''}, {info['threads']} threads"
 
 
 ENV_DETERMINISTIC = "CFGAN_DETERMINISTIC"

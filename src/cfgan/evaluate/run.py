@@ -38,7 +38,7 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
     trained = ckpt.get("compute", {})
     method = method_of(ckpt.get("params", {}))
     note = (f"; method {method}" if method != "paper" else "") + f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
-    evaluated_layers = cx.fp32_image_layers if cx.precision == "bf16" else False
+    evaluated_layers = cx.describe().get("fp32_image_layers", False)  # recorded as the checkpoint records it (bf16 only)
     if trained.get("fp32_image_layers", False) or evaluated_layers:  # compute.fp32_image_layers: which models read the image in fp32
         note += f" (image layers in fp32: {trained.get('fp32_image_layers', False)} in training, {evaluated_layers} in evaluation)"
     if ckpt.get("summary", {}).get("val_maps", {}).get("selected_on") == "val_map_iou":

@@ -41,12 +41,16 @@ def _swin(cfg: dict, image_size: int, n: int, timm_name: str, key: str) -> nn.Mo
     return timm_backbone(timm_name, n, _weights(cfg, key), key, img_size=image_size, window_size=cfg["swin"]["window_size"])
 
 
+def _resnet3(cfg: dict, n: int) -> ResNet3:
+    return ResNet3(n, cfg["resnet3"]["width"], pool=cfg["resnet3"].get("pool", "avg"))  # pool: absent in older checkpoints
+
+
 DISCRIMINATORS: dict[str, Callable[[dict, int, int], nn.Module]] = {
-    "resnet3": lambda cfg, size, n: ResNet3(n, cfg["resnet3"]["width"], pool=cfg["resnet3"].get("pool", "avg")),
+    "resnet3": lambda cfg, size, n: _resnet3(cfg, n),
     "resnet18": lambda cfg, size, n: timm_backbone("resnet18", n, _weights(cfg, "resnet18"), "resnet18"),
     "resnet50": lambda cfg, size, n: timm_backbone("resnet50", n, _weights(cfg, "resnet50"), "resnet50"),
     "swin_small": lambda cfg, size, n: _swin(cfg, size, n, "swin_small_patch4_window7_224", "swin_small"),
-    "hybrid": lambda cfg, size, n: Hybrid(ResNet3(n, cfg["resnet3"]["width"], pool=cfg["resnet3"].get("pool", "avg")),
+    "hybrid": lambda cfg, size, n: Hybrid(_resnet3(cfg, n),
                                           _swin(cfg, size, n, "swin_tiny_patch4_window7_224", "swin_tiny")),
 }
 
