@@ -237,3 +237,50 @@ def test_resnet3_max_pool_keeps_a_small_defects_response_whatever_its_share_of_t
     assert load_params(write_params({"discriminator": {"resnet3": {"width": 8, "pool": "max"}}}, "a.yaml"))["discriminator"]["resnet3"]["pool"] == "max"
     with pytest.raises(UserError, match="pool"):
         load_params(write_params({"discriminator": {"resnet3": {"width": 8, "pool": "min"}}}, "b.yaml"))
+
+
+def _layout(t):
+    """'cf', 'cl' or 'other' for a 4-D tensor of more than 3 channels and more than one pixel; None otherwise
+    (image-sized tensors and one-channel planes are contiguous in both layouts or meant to be channels-first)."""
+    if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] <= 3 or t.shape[2] * t.shape[3] == 1:
+        return None
+    if t.is_contiguous():
+        return "cf"
+    return "cl" if t.is_contiguous(memory_format=torch.channels_last) else "other"
+
+
+@pytest.mark.parametrize("upsample", ["resize", "transpose"])
+def test_channels_last_models_never_mix_layouts_in_a_training_step(upsample):
+    """Under compute.channels_last, every op of G's and D's forward and backward reads its feature maps in one
+    layout: a backward kernel that returns a channels-first gradient (a global average pool, a slice, a sum over
+    the pixels, cat's parts) made each element-wise op after it read two layouts, 20-30x slower (models/layout.py)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from cfgan.models.layout import keep_layout
+
+    class Mixed(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            layouts = {_layout(a) for a in [*args, *(kwargs or {}).values()]} - {None}
+            if len(layouts) > 1:
+                self.ops.add(f"{func} {sorted(layouts)}")
+            return func(*args, **(kwargs or {}))
+
+    cfg = {**GEN_CFG, "cnn_unet": {**GEN_CFG["cnn_unet"], "upsample": upsample}}
+    g = build_generator("cnn_unet", cfg, 16).to(memory_format=torch.channels_last)
+    d = build_discriminator("resnet3", DIS_CFG, 16, 3).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 16, 16)
+    mixed = Mixed()
+    with mixed, torch.autocast("cpu", dtype=torch.bfloat16):
+        x_cf, logits = g(x)
+        loss = d(torch.cat([x, x_cf])).float().logsumexp(1).mean() + logits.float().logsumexp(1).mean()
+        loss.backward()
+    assert not mixed.ops, mixed.ops
+    # keep_layout changes the layout of a gradient, never its values
+    h = torch.rand(2, 8, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
+    plain = h.detach().clone().requires_grad_()
+    keep_layout(h).mean((2, 3)).square().sum().backward()
+    plain.mean((2, 3)).square().sum().backward()
+    assert h.grad.is_contiguous(memory_format=torch.channels_last) and torch.equal(h.grad, plain.grad)

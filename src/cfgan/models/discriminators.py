@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .layout import keep_layout
 
 
 class StridedConv1x1(nn.Conv2d):
@@ -21,14 +23,17 @@ class StridedConv1x1(nn.Conv2d):
     the same parameters and state-dict keys as `nn.Conv2d(cin, cout, 1, stride)`. Why: on CPUs with
     AVX-512, torch 2.14's channels-last kernel for a strided 1x1 convolution corrupts the heap in
     backward when the input has 6, 8 or 12 channels and the batch 3 or 5 crops (a crash, `double free
-    or corruption`), as a ResNet3 of width 8 meets in its second stage (docs/trust.md)."""
+    or corruption`), as a ResNet3 of width 8 meets in its second stage (docs/trust.md).
+    The subsampling is a 1x1 average pool with the stride, not a slice: the same values, and its gradient
+    keeps a channels-last input's layout (a slice's comes back channels-first, and the mixed layouts
+    slowed every element-wise backward op of D that followed it: models/layout.py)."""
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__(cin, cout, 1, 1, bias=False)
         self.step = stride
 
     def forward(self, x):
-        return super().forward(x[:, :, ::self.step, ::self.step])
+        return super().forward(F.avg_pool2d(x, 1, self.step))
 
 
 class BasicBlock(nn.Module):
@@ -66,7 +71,8 @@ class ResNet3(nn.Module):
         self.head = nn.Sequential(self.POOLS[pool](1), nn.Flatten(), nn.Linear(cin, num_classes))
 
     def forward(self, x):
-        return self.head(self.stages(self.stem(x)))
+        # keep_layout: the global pool's backward returns a channels-first gradient (models/layout.py)
+        return self.head(keep_layout(self.stages(self.stem(x))))
 
 
 def timm_backbone(name: str, num_classes: int, weights: str | None, key: str, **kwargs) -> nn.Module:

@@ -8,6 +8,8 @@ upsampling block, so it can attend to the few positions where damage is.
 import torch
 from torch import nn
 
+from .layout import keep_layout
+
 
 class WeightedAvgPool(nn.Module):
     def __init__(self, channels: int, out_features: int):
@@ -18,4 +20,6 @@ class WeightedAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, w = self.score(x), self.weight(x) + 1e-6
-        return (s * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
+        # keep_layout: a sum's backward hands on a broadcast gradient, which the channels-last product and
+        # convolutions before it would read in two layouts (models/layout.py)
+        return keep_layout(s * w).sum(dim=(2, 3)) / keep_layout(w).sum(dim=(2, 3))

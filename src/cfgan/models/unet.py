@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layout import keep_layout
 from .pooling import WeightedAvgPool
 
 
@@ -57,7 +58,9 @@ class NoiseInjection(nn.Module):
 
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         n = self.project(z).view(-1, self.noise_channels, self.size, self.size)
-        return self.back(torch.cat([h, n.to(h.dtype)], dim=1))
+        # a one-channel plane is contiguous in both layouts, and then cat returns channels-first: ask for h's
+        layout = torch.channels_last if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous() else torch.contiguous_format
+        return self.back(torch.cat([h, n.to(h.dtype)], dim=1).contiguous(memory_format=layout))
 
 
 class UpBlock(nn.Module):
@@ -70,7 +73,8 @@ class UpBlock(nn.Module):
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, h, skip, z):
-        h = torch.cat([self.up(h), skip], dim=1)
+        # keep_layout: cat's backward hands each part a slice of the gradient, in no layout (models/layout.py)
+        h = torch.cat([keep_layout(self.up(h)), keep_layout(skip)], dim=1)
         return self.drop(self.conv(self.noise(h, z)))
 
 
