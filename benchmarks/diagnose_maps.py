@@ -23,6 +23,10 @@ Per checkpoint, one JSON line each:
 - `local_cast`: the same best form when, instead of each crop's mean difference (`-decast`), a wide
   Gaussian blur of the difference is taken out first (a local cast, at each of a few widths): whether
   G's broad shading changes, not only its uniform one, hide the defect in the map.
+- `dihedral`: the same best form when the counterfactual is the mean over K of the crop's 8 flips and
+  quarter turns (test-time augmentation: G is run on the turned crop and its output turned back; K = 1 is
+  the crop as it is, 4 the flips, 8 all): G's change of the defect stays in place under every turn, what it
+  redraws of an oriented texture (rolled steel's stripes) need not, and so may average out.
 - `precision`: the same best form when G draws the counterfactuals at the evaluation's precision
   (`compute.precision`; bf16 autocast where `auto` resolves to it) and in fp32: whether bf16 inference
   alone, not bf16 training, costs the maps.
@@ -86,6 +90,22 @@ def val_iou(maps: np.ndarray, masks: np.ndarray, quantiles) -> float:
 
 NOISE_DRAWS = (1, 4, 8)
 LOCAL_CAST_SIGMAS = (2.0, 4.0, 8.0)
+# (quarter turns, flip the last axis): the identity, the flips, then every quarter turn with and without one
+DIHEDRAL = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True)]
+DIHEDRAL_K = (1, 4, 8)
+
+
+def dihedral_outputs(g, x, compute, batch: int, seed: int, k: int) -> torch.Tensor:
+    """G's counterfactual of x averaged over the first k transforms of DIHEDRAL, each undone on G's output
+    (the same noise draws for every transform)."""
+    out = []
+    for turns, flip in DIHEDRAL[:k]:
+        xt = torch.rot90(x, turns, (2, 3))
+        xt = xt.flip(3) if flip else xt
+        y = g_outputs(g, xt.contiguous(), compute, batch, seed)
+        y = y.flip(3) if flip else y
+        out.append(torch.rot90(y, -turns, (2, 3)))
+    return torch.stack(out).mean(0)
 
 
 def best_form(x, x_cf, damaged, masks, cfg: dict, local_cast: float = 0.0) -> tuple[str, float]:
@@ -169,6 +189,12 @@ def diagnose(ckpt_path: Path, params: dict, manifest: str, compute) -> None:
     row = {"check": "local_cast", "run": run}
     for sigma in (0.0, *LOCAL_CAST_SIGMAS):
         row[f"form_sigma{sigma:g}"], row[f"iou_sigma{sigma:g}"] = best_form(x, x_cf, damaged, masks, cfg, sigma)
+    print(json.dumps(row), flush=True)
+
+    row = {"check": "dihedral", "run": run}
+    for k in DIHEDRAL_K:
+        xc = x_cf if k == 1 else dihedral_outputs(g, x, compute, bs, seed, k)
+        row[f"form_k{k}"], row[f"iou_k{k}"] = best_form(x, xc, damaged, masks, cfg)
     print(json.dumps(row), flush=True)
 
     row = {"check": "precision", "run": run, "trained_at": ckpt.get("compute", {}).get("precision", "fp32"),
