@@ -25,7 +25,7 @@ Per checkpoint, one JSON line each:
   G's broad shading changes, not only its uniform one, hide the defect in the map.
 - `dihedral`: the same best form when the counterfactual is the mean over K of the crop's 8 flips and
   quarter turns (test-time augmentation: G is run on the turned crop and its output turned back; K = 1 is
-  the crop as it is, 4 the flips, 8 all): G's change of the defect stays in place under every turn, what it
+  the crop as it is, 4 the flips and the half turn, 8 all; the saliency step's `evaluate.saliency.turns`): G's change of the defect stays in place under every turn, what it
   redraws of an oriented texture (rolled steel's stripes) need not, and so may average out.
 - `precision`: the same best form when G draws the counterfactuals at the evaluation's precision
   (`compute.precision`; bf16 autocast where `auto` resolves to it) and in fp32: whether bf16 inference
@@ -50,7 +50,7 @@ from cfgan.data.augment import augment
 from cfgan.data.datasets import load_split, tasks
 from cfgan.evaluate import saliency
 from cfgan.inference import real_class_probs
-from cfgan.maps import counterfactual_form, smooth
+from cfgan.maps import counterfactual_form, dihedral_mean, smooth
 from cfgan.metrics import binary_metrics, choose_form, choose_threshold
 from cfgan.train.gan import load_gan
 
@@ -90,22 +90,13 @@ def val_iou(maps: np.ndarray, masks: np.ndarray, quantiles) -> float:
 
 NOISE_DRAWS = (1, 4, 8)
 LOCAL_CAST_SIGMAS = (2.0, 4.0, 8.0)
-# (quarter turns, flip the last axis): the identity, the flips, then every quarter turn with and without one
-DIHEDRAL = [(0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True)]
 DIHEDRAL_K = (1, 4, 8)
 
 
 def dihedral_outputs(g, x, compute, batch: int, seed: int, k: int) -> torch.Tensor:
-    """G's counterfactual of x averaged over the first k transforms of DIHEDRAL, each undone on G's output
-    (the same noise draws for every transform)."""
-    out = []
-    for turns, flip in DIHEDRAL[:k]:
-        xt = torch.rot90(x, turns, (2, 3))
-        xt = xt.flip(3) if flip else xt
-        y = g_outputs(g, xt.contiguous(), compute, batch, seed)
-        y = y.flip(3) if flip else y
-        out.append(torch.rot90(y, -turns, (2, 3)))
-    return torch.stack(out).mean(0)
+    """G's counterfactual of x averaged over k flips and quarter turns, each undone on G's output (the same noise
+    draws for every turn): `maps.dihedral_mean`, the saliency step's `evaluate.saliency.turns`."""
+    return dihedral_mean(lambda xt: g_outputs(g, xt, compute, batch, seed), x, k)
 
 
 def best_form(x, x_cf, damaged, masks, cfg: dict, local_cast: float = 0.0) -> tuple[str, float]:

@@ -255,3 +255,24 @@ def test_best_form_iou_scores_the_damaged_crops_and_names_the_best_form():
     assert best_form_iou(_Brighten(), split, ["bright"], [0.5, 0.75], 3, seed=0)[1] < 0.5
     with pytest.raises(ValueError, match="masks"):
         best_form_iou(_Brighten(), Split(images, labels, None, split.paths), ["dark"], [0.5], 3, seed=0)
+
+
+def test_turns_average_gs_counterfactual_over_flips_and_quarter_turns_undone_and_are_named_candidates():
+    """evaluate.saliency.turns: turns 1 is the one-pass map; more turns average G's output over the crop's flips
+    and quarter turns, each undone, so a G that changes pixels wherever they are gives the same map, and one
+    that paints a fixed place of the frame (not the defect) spreads its change over the turned places."""
+    from cfgan.maps import candidate_name, counterfactual_candidates, counterfactual_maps, dihedral_mean, parse_candidate
+    images = torch.randint(0, 200, (4, 3, 8, 8), dtype=torch.uint8)
+    split = Split(images, torch.tensor([1, 1, 0, 0]), None, [f"c{i}" for i in range(4)])
+    maps = counterfactual_candidates(_Brighten(), split, 3, 0, names=["dark", "dark+turns8", "abs+turns4"])
+    assert list(maps) == ["dark", "dark+turns8", "abs+turns4"]
+    assert np.array_equal(maps["dark"], counterfactual_maps(_Brighten(), split, 3, 0, forms=["dark"])["dark"])
+    assert np.allclose(maps["dark"][:, 2:4, :], 0.3, atol=1e-6) and np.allclose(maps["dark"][:, 4:, :], 0, atol=1e-6)
+    turned = maps["dark+turns8"]   # rows 2-3 of each turned frame: rows 2-3, 4-5 and columns 2-3, 4-5 here
+    assert np.allclose(turned[:, :2, :2], 0, atol=1e-6) and (turned[:, 2, 0] > 0).all() and (turned[:, 4, 0] > 0).all() and (turned[:, 0, 2] > 0).all()
+    assert turned.max() < 0.3 - 1e-3 and np.isclose(turned.sum(), maps["dark"].sum(), rtol=1e-4)
+    x = torch.rand(2, 3, 6, 6)
+    assert torch.allclose(dihedral_mean(lambda t: t.square(), x, 8), x.square())   # a pixel-wise change: unchanged
+    assert parse_candidate(candidate_name("dark-decast", 8)) == ("dark-decast", 8) and candidate_name("abs", 1) == "abs"
+    with pytest.raises(ValueError, match="turns"):
+        dihedral_mean(lambda t: t, x, 3)

@@ -52,9 +52,55 @@ def counterfactual_form(x: torch.Tensor, x_cf: torch.Tensor, form: str, x_keep: 
     return {"dark": -grey, "bright": grey, "both": grey.abs()}[polarity]
 
 
+# The crop's flips and quarter turns, as (quarter turns, flip of the last axis): the identity, the two flips and the
+# half turn first (`turns: 4`), then the rest (`turns: 8`).
+DIHEDRAL = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
+
+
+def dihedral_mean(f, x: torch.Tensor, turns: int) -> torch.Tensor:
+    """The mean over the first `turns` transforms of DIHEDRAL of f(transformed x), each transform undone on f's
+    output (test-time augmentation; `evaluate.saliency.turns`). turns 1: f(x) itself."""
+    if turns not in (1, 2, 4, 8):
+        raise ValueError(f"evaluate.saliency.turns: {turns} is not one of 1, 2, 4, 8")
+    out = []
+    for quarter, flip in DIHEDRAL[:turns]:
+        xt = torch.rot90(x, quarter, (2, 3))
+        y = f((xt.flip(3) if flip else xt).contiguous())
+        y = y.flip(3) if flip else y
+        out.append(torch.rot90(y, -quarter, (2, 3)))
+    return out[0] if turns == 1 else torch.stack([o.float() for o in out]).mean(0)
+
+
+def candidate_name(form: str, turns: int) -> str:
+    """How a (map form, turns) candidate is named in notes and figures: the form alone for one pass."""
+    return form if turns == 1 else f"{form}+turns{turns}"
+
+
+def parse_candidate(name: str) -> tuple[str, int]:
+    form, _, turns = name.partition("+turns")
+    return form, int(turns) if turns else 1
+
+
+def counterfactual_candidates(g, split, batch_size: int, seed: int, device="cpu", sigma: float = 0.0,
+                              names=("abs",)) -> dict[str, np.ndarray]:
+    """{candidate_name: maps} for candidates named by `candidate_name` (form, and the number of turns G's
+    counterfactual is averaged over)."""
+    by_turns: dict[int, list[str]] = {}
+    for name in names:
+        form, turns = parse_candidate(name)
+        by_turns.setdefault(turns, []).append(form)
+    out = {}
+    for turns, forms in by_turns.items():
+        maps = counterfactual_maps(g, split, batch_size, seed, device, sigma, forms, turns)
+        out.update({candidate_name(form, turns): m for form, m in maps.items()})
+    return {name: out[name] for name in names}
+
+
 def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu", sigma: float = 0.0,
-                        forms=("abs",)) -> dict[str, np.ndarray]:
-    """{form: N x H x W maps} of G's counterfactuals (one noise draw per crop, seeded), blurred at `sigma`."""
+                        forms=("abs",), turns: int = 1) -> dict[str, np.ndarray]:
+    """{form: N x H x W maps} of G's counterfactuals (one noise draw per crop, seeded), blurred at `sigma`;
+    `turns` > 1: each counterfactual is the mean over that many flips and quarter turns of the crop (the same
+    noise draw for each; `dihedral_mean`)."""
     gen = torch.Generator().manual_seed(seed)
     maps = {form: [] for form in forms}
     with torch.no_grad():
@@ -62,8 +108,8 @@ def counterfactual_maps(g, split, batch_size: int, seed: int, device="cpu", sigm
             idx = torch.arange(start, min(start + batch_size, len(split)))
             x, _ = split.batch(idx, device)
             z = torch.randn(len(idx), g.noise_dim, generator=gen).to(device)
-            x_cf, _ = g(x, z)
-            x_keep = g(x, z, keep=True)[0] if any(f.endswith("-keep") for f in forms) else None
+            x_cf = dihedral_mean(lambda xt: g(xt, z)[0], x, turns)
+            x_keep = dihedral_mean(lambda xt: g(xt, z, keep=True)[0], x, turns) if any(f.endswith("-keep") for f in forms) else None
             for form in forms:
                 maps[form].append(smooth(counterfactual_form(x, x_cf, form, x_keep), sigma).cpu().numpy())  # maps in fp32
     return {form: np.concatenate(parts) for form, parts in maps.items()}

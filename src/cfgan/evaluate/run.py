@@ -202,8 +202,10 @@ def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, example
     else:
         g, d, ckpt = load_gan(ckpt, cx)
         # each method's candidate forms are scored on val and the best is applied to test, as the threshold is
-        methods = [("counterfactual", lambda s, forms: maps.counterfactual_maps(g, s, bs, seed, dev, cfg["smooth_sigma"], forms),
-                    cfg.get("counterfactual_forms", ["abs"])),
+        # evaluate.saliency.turns (absent: [1], one pass): each count of flips and quarter turns is a candidate with each form
+        candidates = [maps.candidate_name(f, k) for k in cfg.get("turns", [1]) for f in cfg.get("counterfactual_forms", ["abs"])]
+        methods = [("counterfactual", lambda s, names: maps.counterfactual_candidates(g, s, bs, seed, dev, cfg["smooth_sigma"], names),
+                    candidates),
                    ("gradcam", lambda s, forms: {f: saliency.gradcam_maps(d, s, bs, dev, f) for f in forms}, cfg.get("gradcam_scalings", ["per_crop"]))]
     frames, examples = [], {}
     for defect, run in tasks(manifest, ckpt["summary"]["run"]):
