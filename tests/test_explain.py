@@ -29,6 +29,11 @@ def test_explain_writes_counterfactual_overlay_and_probabilities(trained_run, tm
     assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "dark-decast"]) == 0
     signed = json.loads((out / "mine.json").read_text())
     assert signed["saliency_form"] == "dark-decast" and abs(signed["saliency_mean"]) < 1e-6  # decast: zero mean per crop
+    # a form chosen with evaluate.saliency.turns, as the table's note names it
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "dark-decast+turns8"]) == 0
+    turned = json.loads((out / "mine.json").read_text())
+    assert turned["saliency_form"] == "dark-decast+turns8" and abs(turned["saliency_mean"]) < 1e-6
+    assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "abs+turns3"]) == 2
     assert main(["explain", "--run", str(trained_run), str(image), "--out", str(out), "--force", "--form", "luma"]) == 2
     assert "--form luma: not a map form" in capsys.readouterr().err
     # a '-keep' form needs a keep-mode G: the tiny run's has none

@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default="explanations", help="output folder (default: explanations/)")
     ex.add_argument("--force", action="store_true", help="overwrite earlier explanations of the same names")
     ex.add_argument("--form", default="abs", help="the saliency map's form: abs (the paper's |x - G(x)|, default), dark, bright, "
-                    "both, each also with -decast; the saliency table's note names the one chosen on val")
+                    "both, each also with -decast, and +turns8 etc. (G's output averaged over the crop's turns); the saliency table's note names the one chosen on val")
     ex.set_defaults(func=cmd_explain)
     return parser
 

@@ -19,7 +19,7 @@ from .compute import Compute, resolve  # noqa: E402
 from .config import run_defect, split_seed  # noqa: E402
 from .data.images import read_rgb  # noqa: E402
 from .errors import UserError  # noqa: E402
-from .maps import COUNTERFACTUAL_FORMS, counterfactual_form  # noqa: E402
+from .maps import COUNTERFACTUAL_FORMS, counterfactual_form, dihedral_mean, parse_candidate  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .ood import assess, outputs, signals  # noqa: E402
 from .train.common import load_checkpoint  # noqa: E402
@@ -57,9 +57,13 @@ def inputs(arrays: list[np.ndarray], size: int) -> torch.Tensor:
 
 def _model_outputs(g, d, ckpt, x: torch.Tensor, seed: int, cx: Compute, form: str = "abs") -> dict:
     z = torch.randn(len(x), g.noise_dim, generator=torch.Generator().manual_seed(seed))
+    form, turns = parse_candidate(form)  # '<form>+turns<K>': G's output averaged over K turns (evaluate.saliency.turns)
     with torch.no_grad(), cx.autocast():
         x_cf, g_logits = g(x.to(cx.device), z.to(cx.device))
-        x_keep = g(x.to(cx.device), z.to(cx.device), keep=True)[0].float().cpu() if form.endswith("-keep") else None
+        if turns > 1:
+            x_cf = dihedral_mean(lambda xt: g(xt, z.to(cx.device))[0], x.to(cx.device), turns)
+        x_keep = (dihedral_mean(lambda xt: g(xt, z.to(cx.device), keep=True)[0], x.to(cx.device), turns).float().cpu()
+                  if form.endswith("-keep") else None)
         o = outputs(g, d, x, seed, dev=cx.device)  # D's logits come from here: one D pass over the images, not two
     x_cf, g_logits = x_cf.float().cpu(), g_logits.float().cpu()
     values = signals(o, ckpt["summary"].get("ood"))
@@ -76,7 +80,9 @@ FORM_TITLES.update({f"{k}-keep": f"{v}, G(x, keep) for x" for k, v in list(FORM_
 def _figure(x: torch.Tensor, cf: np.ndarray, saliency: np.ndarray, ood: bool | None, reasons: list[str], path: Path,
             title: str = "", form: str = "abs") -> None:
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-    for ax, im, name in zip(axes, (x.permute(1, 2, 0).numpy(), cf, None), ("input", "counterfactual", f"saliency: {FORM_TITLES[form]}")):
+    base, turns = parse_candidate(form)
+    map_title = FORM_TITLES[base] + (f", mean of {turns} turns" if turns > 1 else "")
+    for ax, im, name in zip(axes, (x.permute(1, 2, 0).numpy(), cf, None), ("input", "counterfactual", f"saliency: {map_title}")):
         if im is None:
             ax.imshow(x.permute(1, 2, 0).numpy())
             ax.imshow(np.clip(saliency, 0, None), cmap="magma", alpha=0.6)  # a signed form shows its positive side
@@ -106,9 +112,12 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
             form: str = "abs") -> list[Path]:
     """One binary run, or the one-vs-rest runs of a multi-class data set (see `checkpoints`).
     `form`: the saliency map's form (cfgan.maps.COUNTERFACTUAL_FORMS; abs is the paper's
-    |x - G(x)|; the saliency table's note names the form chosen on val for each run)."""
-    if form not in COUNTERFACTUAL_FORMS:
-        raise UserError(f"--form {form}: not a map form; choose one of {', '.join(COUNTERFACTUAL_FORMS)}")
+    |x - G(x)|; the saliency table's note names the form chosen on val for each run), with `+turns<K>` when
+    that choice averaged G's output over K of the crop's flips and quarter turns (evaluate.saliency.turns)."""
+    base, _, turns = form.partition("+turns")
+    if base not in COUNTERFACTUAL_FORMS or turns not in ("", "2", "4", "8"):
+        raise UserError(f"--form {form}: not a map form; choose one of {', '.join(COUNTERFACTUAL_FORMS)}, "
+                        f"each also with +turns2, +turns4 or +turns8 (G's output averaged over the crop's turns)")
     ckpts = [load_checkpoint(p) for p in checkpoints([run] if isinstance(run, str) else list(run))]
     cx = resolve(ckpts[0]["params"])  # the run's own compute block; CFGAN_DEVICE overrides its device
     models = [load_gan(ckpt, cx) for ckpt in ckpts]
@@ -117,7 +126,7 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
     if multi and None in defects:
         raise UserError(f"--run: several runs given, but {models[defects.index(None)][2]['summary']['run']} is not one "
                         f"defect class's run (-k<class> in its name)")
-    if form.endswith("-keep") and not all(getattr(g, "keep_mode", False) for g, _, _ in models):
+    if base.endswith("-keep") and not all(getattr(g, "keep_mode", False) for g, _, _ in models):
         raise UserError(f"--form {form}: reads G(x, keep), but the run's generator has no keep mode "
                         f"(generator.cnn_unet.keep_mode); choose a form without '-keep'")
     sizes = {ckpt["summary"]["image_size"] for _, _, ckpt in models}
