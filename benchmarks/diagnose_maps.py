@@ -24,9 +24,9 @@ Per checkpoint, one JSON line each:
   Gaussian blur of the difference is taken out first (a local cast, at each of a few widths): whether
   G's broad shading changes, not only its uniform one, hide the defect in the map.
 - `dihedral`: the same best form when the counterfactual is the mean over K of the crop's 8 flips and
-  quarter turns (test-time augmentation: G is run on the turned crop and its output turned back; K = 1 is
-  the crop as it is, 4 the flips and the half turn, 8 all; the saliency step's `evaluate.saliency.turns`): G's change of the defect stays in place under every turn, what it
-  redraws of an oriented texture (rolled steel's stripes) need not, and so may average out.
+  quarter turns (the saliency step's `evaluate.saliency.turns`: G runs on the turned crop, its output is
+  turned back; K = 1 is the crop as it is, 4 the flips and the half turn, 8 all): G's change of the defect
+  stays in place under every turn, what it redraws of an oriented texture (rolled steel's stripes) need not.
 - `precision`: the same best form when G draws the counterfactuals at the evaluation's precision
   (`compute.precision`; bf16 autocast where `auto` resolves to it) and in fp32: whether bf16 inference
   alone, not bf16 training, costs the maps.

@@ -214,15 +214,6 @@ def test_diagnose_maps_prints_every_check_and_reads_the_evaluations_own_maps(sma
     assert all(0 <= draws[f"iou_k{k}"] <= 1 for k in diagnose_maps.NOISE_DRAWS)
     assert (draws["form_k1"], draws["iou_k1"]) == (cast["form_sigma0"], cast["iou_sigma0"])
     assert all(cast[f"form_sigma{s:g}"] == "abs" and 0 <= cast[f"iou_sigma{s:g}"] <= 1 for s in diagnose_maps.LOCAL_CAST_SIGMAS)
-    # the turns are undone: an equivariant G (here the identity plus a pixel-wise change) gives the same mean
-    x = torch.rand(2, 3, 8, 8)
-    class PixelWise(torch.nn.Module):
-        noise_dim = 1
-        def forward(self, x, z):
-            return x.square(), None
-    from cfgan.compute import Compute
-    fp32 = Compute(torch.device("cpu"), "fp32", channels_last=False)
-    assert torch.allclose(diagnose_maps.dihedral_outputs(PixelWise(), x, fp32, 4, 0, 8), x.square())
     precision = rows["precision"]   # the evaluation's maps (bf16 here), then the same draws from G in fp32
     assert precision["evaluated_at"] == "bf16"
     assert (precision["form_evaluated"], precision["iou_evaluated"]) == (draws["form_k1"], draws["iou_k1"])
