@@ -190,6 +190,7 @@ def test_figure_4_names_the_map_form_chosen_on_val_and_old_example_files_read_as
     assert _chosen_forms(tmp_path / "new.npz", [None], "counterfactual") == ["dark-decast"]
     assert _chosen_forms(tmp_path / "old.npz", [None], "counterfactual") == ["abs"]
     assert _form_label(["dark-decast"]) == "darker than G(x) decast" and _form_label(["abs"]) == "|x-G(x)|"
+    assert _form_label(["bright-decast+turns8"]) == "brighter than G(x) decast, mean of 8 turns"
     with np.load(tmp_path / "new.npz") as f:
         examples = {k: f[k] for k in ("x", "mask", "counterfactual", "gradcam")}
     fig4_saliency(examples, tmp_path / "fig4.png", "t", forms={"counterfactual": ["dark-decast"], "gradcam": ["absolute"]})

@@ -85,7 +85,12 @@ FORM_LABELS = {"abs": "|x-G(x)|", "dark": "darker than G(x)", "bright": "brighte
 
 
 def _form_label(forms: list[str]) -> str:
-    return ", ".join(FORM_LABELS.get(f.removesuffix("-decast"), f) + (" decast" if f.endswith("-decast") else "") for f in forms)
+    labels = []
+    for name in forms:
+        f, _, turns = name.partition("+turns")  # a form chosen with evaluate.saliency.turns (cfgan.maps.candidate_name)
+        labels.append(FORM_LABELS.get(f.removesuffix("-decast"), f) + (" decast" if f.endswith("-decast") else "")
+                      + (f", mean of {turns} turns" if turns else ""))
+    return ", ".join(labels)
 
 
 def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, np.ndarray] | None = None,
