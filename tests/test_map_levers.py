@@ -277,3 +277,24 @@ def test_turns_average_gs_counterfactual_over_flips_and_quarter_turns_undone_and
     assert parse_candidate(candidate_name("dark-decast", 8)) == ("dark-decast", 8) and candidate_name("abs", 1) == "abs"
     with pytest.raises(ValueError, match="turns"):
         dihedral_mean(lambda t: t, x, 3)
+
+
+def test_the_saliency_step_chooses_turns_on_val_with_the_form_and_says_which(small_manifest, tmp_path):
+    """evaluate.saliency.turns [1, 8]: every (form, turns) pair is a val candidate, the note names the one chosen and
+    the list it came from; the test rows are the chosen candidate's."""
+    import copy
+    from cfgan.config import load_params
+    from cfgan.evaluate.run import run_saliency
+    from cfgan.train import gan
+    params, manifest = small_manifest
+    gan.train_gan(params, manifest, "cnn_unet-resnet3-c1-s0", tmp_path / "run")
+    from conftest import ROOT
+    full = load_params([str(ROOT / "params.yaml")])
+    full = {**full, "generator": params["generator"], "discriminator": params["discriminator"],
+            "evaluate": {**full["evaluate"], "batch_size": 32}}
+    full["evaluate"]["saliency"] = {**copy.deepcopy(full["evaluate"]["saliency"]), "counterfactual_forms": ["abs", "dark"], "turns": [1, 8]}
+    frame = run_saliency(full, manifest, tmp_path / "run/checkpoint.pt", "synthetic", tmp_path / "examples.npz")
+    note = frame[frame.model == "counterfactual"].note.iloc[0]
+    assert "chosen on val from ['abs', 'dark', 'abs+turns8', 'dark+turns8']" in note
+    chosen = note.split("map form '")[1].split("'")[0]
+    assert chosen in ("abs", "dark", "abs+turns8", "dark+turns8")
