@@ -189,6 +189,7 @@ def test_figure_4_names_the_map_form_chosen_on_val_and_old_example_files_read_as
     save_saliency_examples(tmp_path / "old.npz", {None: (test, maps)})
     assert _chosen_forms(tmp_path / "new.npz", [None], "counterfactual") == ["dark-decast"]
     assert _chosen_forms(tmp_path / "old.npz", [None], "counterfactual") == ["abs"]
+    assert _chosen_forms(tmp_path / "old.npz", [None], "gradcam") == ["per_crop"]   # not titled |x-G(x)|
     assert _form_label(["dark-decast"]) == "darker than G(x) decast" and _form_label(["abs"]) == "|x-G(x)|"
     assert _form_label(["bright-decast+turns8"]) == "brighter than G(x) decast, mean of 8 turns"
     with np.load(tmp_path / "new.npz") as f:
