@@ -19,7 +19,7 @@ from .compute import Compute, resolve  # noqa: E402
 from .config import run_defect, split_seed  # noqa: E402
 from .data.images import read_rgb  # noqa: E402
 from .errors import UserError  # noqa: E402
-from .maps import COUNTERFACTUAL_FORMS, counterfactual_form, dihedral_mean, parse_candidate  # noqa: E402
+from .maps import counterfactual_form, dihedral_mean, parse_candidate  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .ood import assess, outputs, signals  # noqa: E402
 from .train.common import load_checkpoint  # noqa: E402
@@ -114,10 +114,10 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
     `form`: the saliency map's form (cfgan.maps.COUNTERFACTUAL_FORMS; abs is the paper's
     |x - G(x)|; the saliency table's note names the form chosen on val for each run), with `+turns<K>` when
     that choice averaged G's output over K of the crop's flips and quarter turns (evaluate.saliency.turns)."""
-    base, _, turns = form.partition("+turns")
-    if base not in COUNTERFACTUAL_FORMS or turns not in ("", "2", "4", "8"):
-        raise UserError(f"--form {form}: not a map form; choose one of {', '.join(COUNTERFACTUAL_FORMS)}, "
-                        f"each also with +turns2, +turns4 or +turns8 (G's output averaged over the crop's turns)")
+    try:
+        base = parse_candidate(form)[0]
+    except ValueError as e:
+        raise UserError(f"--form {form}: {e}") from None
     ckpts = [load_checkpoint(p) for p in checkpoints([run] if isinstance(run, str) else list(run))]
     cx = resolve(ckpts[0]["params"])  # the run's own compute block; CFGAN_DEVICE overrides its device
     models = [load_gan(ckpt, cx) for ckpt in ckpts]

@@ -55,13 +55,14 @@ def counterfactual_form(x: torch.Tensor, x_cf: torch.Tensor, form: str, x_keep: 
 # The crop's flips and quarter turns, as (quarter turns, flip of the last axis): the identity, the two flips and the
 # half turn first (`turns: 4`), then the rest (`turns: 8`).
 DIHEDRAL = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
+TURNS = (1, 2, 4, 8)  # the counts `evaluate.saliency.turns` may name: the first 1, 2, 4 or all 8 of DIHEDRAL
 
 
 def dihedral_mean(f, x: torch.Tensor, turns: int) -> torch.Tensor:
     """The mean over the first `turns` transforms of DIHEDRAL of f(transformed x), each transform undone on f's
     output (test-time augmentation; `evaluate.saliency.turns`). turns 1: f(x) itself."""
-    if turns not in (1, 2, 4, 8):
-        raise ValueError(f"evaluate.saliency.turns: {turns} is not one of 1, 2, 4, 8")
+    if turns not in TURNS:
+        raise ValueError(f"evaluate.saliency.turns: {turns} is not one of {', '.join(map(str, TURNS))}")
     out = []
     for quarter, flip in DIHEDRAL[:turns]:
         xt = torch.rot90(x, quarter, (2, 3))
@@ -77,8 +78,13 @@ def candidate_name(form: str, turns: int) -> str:
 
 
 def parse_candidate(name: str) -> tuple[str, int]:
+    """(map form, turns) of a `candidate_name`; ValueError, naming what is allowed, for anything else."""
     form, _, turns = name.partition("+turns")
-    return form, int(turns) if turns else 1
+    count = int(turns) if turns.isdigit() else (1 if turns == "" else 0)
+    if form not in COUNTERFACTUAL_FORMS or count not in TURNS or (turns and count == 1):
+        raise ValueError(f"not a map form; choose one of {', '.join(COUNTERFACTUAL_FORMS)}, each also with "
+                         + ", ".join(f"+turns{k}" for k in TURNS[1:]) + " (G's output averaged over the crop's turns)")
+    return form, count
 
 
 def counterfactual_candidates(g, split, batch_size: int, seed: int, device="cpu", sigma: float = 0.0,

@@ -14,10 +14,15 @@ from __future__ import annotations
 import torch
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """x is a channels-last feature map (not one that is contiguous in both layouts, as a one-channel plane is)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 class _KeepLayout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        ctx.channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        ctx.channels_last = is_channels_last(x)
         return x.view_as(x)
 
     @staticmethod

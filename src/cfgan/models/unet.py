@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layout import keep_layout
+from .layout import is_channels_last, keep_layout
 from .pooling import WeightedAvgPool
 
 
@@ -59,7 +59,7 @@ class NoiseInjection(nn.Module):
     def forward(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         n = self.project(z).view(-1, self.noise_channels, self.size, self.size)
         # a one-channel plane is contiguous in both layouts, and then cat returns channels-first: ask for h's
-        layout = torch.channels_last if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous() else torch.contiguous_format
+        layout = torch.channels_last if is_channels_last(h) else torch.contiguous_format
         return self.back(torch.cat([h, n.to(h.dtype)], dim=1).contiguous(memory_format=layout))
 
 
