@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cfgan import compute
-from cfgan.compute import Compute, resolve
+from cfgan.compute import Compute, cpu_model, resolve
 from cfgan.errors import UserError
 from cfgan.models import build_discriminator, build_generator
 from cfgan.models.quantize import VectorQuantizer
@@ -160,6 +160,11 @@ def test_checkpoints_and_tables_record_the_precision(small_manifest, tmp_path):
     frame = run_classify({**params, "seed": 0}, manifest, tmp_path / "run/checkpoint.pt", "synthetic")
     assert isinstance(frame, pd.DataFrame)
     assert frame["note"].str.contains(f"trained at {cx.precision} on cpu, evaluated at {cx.precision} on cpu").all()
+    assert ckpt["compute"]["cpu"] == cpu_model() and frame["note"].str.contains(f"; CPU {cpu_model()}", regex=False).all()
+    moved = {**ckpt, "compute": {**ckpt["compute"], "cpu": "Another CPU (family 26, model 2)"}}
+    torch.save(moved, tmp_path / "moved.pt")  # the same checkpoint, as if trained on another machine
+    note = run_classify({**params, "seed": 0}, manifest, tmp_path / "moved.pt", "synthetic")["note"].iloc[0]
+    assert f"; trained on CPU Another CPU (family 26, model 2), evaluated on CPU {cpu_model()}" in note
     if cx.precision == "bf16":  # on a bf16 machine the rows say which models read the image in fp32
         assert ckpt["compute"]["fp32_image_layers"] == cx.fp32_image_layers
         layers = f"(image layers in fp32: {cx.fp32_image_layers} in training, {cx.fp32_image_layers} in evaluation)"
@@ -203,3 +208,12 @@ def test_fp32_image_layers_can_name_one_kind_of_model():
     assert "fp32_image_layers" not in resolve({"compute": {"precision": "fp32", "fp32_image_layers": "discriminator"}}).describe()
     with pytest.raises(UserError, match="compute.fp32_image_layers is 'd'; allowed values: false, true, discriminator, generator"):
         resolve({"compute": {"precision": "bf16", "fp32_image_layers": "d"}})
+
+
+def test_cpu_model_names_the_first_processor_with_its_family_and_model(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\nflags\t\t: avx512_bf16\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\n")
+    assert cpu_model(info) == "AMD EPYC (family 25, model 17)"   # a VM's bare name says nothing of the generation
+    assert cpu_model(tmp_path / "absent")                          # no /proc/cpuinfo (macOS): platform's words
+    assert resolve({"compute": {"device": "cpu"}}).describe()["cpu"] == cpu_model()

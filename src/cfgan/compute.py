@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -53,6 +54,27 @@ def cpu_has_native_bf16() -> bool:
     cpuinfo = Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
     return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU in a few words, as checkpoints and table notes record it: its model name with family and
+    model numbers from /proc/cpuinfo (`AMD EPYC (family 25, model 17)`: a virtual machine's name often hides
+    the generation, the numbers do not), else what `platform` says. Why it is recorded: the same code, params
+    and precision repeat their bits on one CPU but not across CPU generations (oneDNN picks other kernels),
+    and a GAN turns those last bits into another run (docs/results.md: the NEU-Seg rerun on a Zen 4)."""
+    fields: dict[str, str] = {}
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                if fields:
+                    break  # the first processor's block is enough
+                continue
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def _cuda_missing() -> str:
@@ -89,10 +111,12 @@ class Compute:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def describe(self) -> dict:
-        """What checkpoints and tables record: device (with the GPU's name and CUDA version), precision, threads,
+        """What checkpoints and tables record: device (with the GPU's name and CUDA version, or the CPU's model), precision, threads,
         and under bf16 which models' image layers ran in fp32."""
         out = {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
                "threads": torch.get_num_threads()}
+        if self.device.type == "cpu":
+            out["cpu"] = cpu_model()
         if self.precision == "bf16":  # which models' image layers ran in fp32 (false, true, or a ROLES name)
             out["fp32_image_layers"] = self.fp32_image_layers
         if self.device.type == "cuda":
@@ -105,7 +129,7 @@ class Compute:
     def summary(self) -> str:
         """One line for logs and table notes."""
         info = self.describe()
-        where = f"{info['device']} ({info['gpu']}, CUDA {info['cuda']})" if "gpu" in info else info["device"]
+        where = f"{info['device']} ({info['gpu']}, CUDA {info['cuda']})" if "gpu" in info else f"{info['device']}, {info['cpu']}"
         kind = info.get("fp32_image_layers", False)  # set under bf16 only
         layers = {True: ", image layers in fp32", False: ""}.get(kind, f", {kind}'s image layers in fp32")
         return f"{where}, {self.precision}{layers}{', channels-last' if self.channels_last else ''}, {info['threads']} threads"

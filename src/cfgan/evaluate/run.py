@@ -38,9 +38,17 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
     trained = ckpt.get("compute", {})
     method = method_of(ckpt.get("params", {}))
     note = (f"; method {method}" if method != "paper" else "") + f"; trained at {trained.get('precision', '?')} on {trained.get('device', '?')}, evaluated at {cx.precision} on {cx.device}"
-    evaluated_layers = cx.describe().get("fp32_image_layers", False)  # recorded as the checkpoint records it (bf16 only)
+    here = cx.describe()
+    evaluated_layers = here.get("fp32_image_layers", False)  # recorded as the checkpoint records it (bf16 only)
     if trained.get("fp32_image_layers", False) or evaluated_layers:  # compute.fp32_image_layers: which models read the image in fp32
         note += f" (image layers in fp32: {trained.get('fp32_image_layers', False)} in training, {evaluated_layers} in evaluation)"
+    if "cpu" in here:  # the same code repeats its bits on one CPU, not across CPU generations: say which
+        if trained.get("device") != "cpu":
+            note += f"; evaluated on CPU {here['cpu']}"
+        elif trained.get("cpu") == here["cpu"]:
+            note += f"; CPU {here['cpu']}"
+        else:  # checkpoints before 2026-12-05 do not record their CPU
+            note += f"; trained on CPU {trained.get('cpu', 'not recorded')}, evaluated on CPU {here['cpu']}"
     if ckpt.get("summary", {}).get("val_maps", {}).get("selected_on") == "val_map_iou":
         tolerance = ckpt["summary"]["val_maps"].get("tolerance")
         rule = f"the best val score among steps within {tolerance:g} of the best maps' val IoU" if tolerance else "the maps' val IoU"
