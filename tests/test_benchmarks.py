@@ -219,3 +219,13 @@ def test_diagnose_maps_prints_every_check_and_reads_the_evaluations_own_maps(sma
     assert (precision["form_evaluated"], precision["iou_evaluated"]) == (draws["form_k1"], draws["iou_k1"])
     assert 0 < precision["change_between"] < 0.05    # fp32 really ran (bf16 rounds G's output), and only rounding differs
     assert 0 <= precision["iou_fp32"] <= 1
+
+
+def test_the_race_line_is_alone_on_its_line_as_issue_22_reads_it():
+    import re
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import perf
+    pattern = r"^race (48px b32|224px b4): fp32 \d+\.\d{3} s/step, auto \d+\.\d{3} s/step, x\d+\.\d{2}$"
+    line = perf.race_line("48px b32", 1.003, 0.472)
+    assert re.match(pattern, line) and line.endswith("x2.12")
+    assert re.match(pattern, perf.race_line("224px b4", 29.335, 13.308))
