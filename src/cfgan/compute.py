@@ -56,6 +56,7 @@ def cpu_has_native_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
+@functools.lru_cache(maxsize=None)  # describe() asks on every checkpoint and table note; the CPU does not change
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU in a few words, as checkpoints and table notes record it: its model name with family and
     model numbers from /proc/cpuinfo (`AMD EPYC (family 25, model 17)`: a virtual machine's name often hides
