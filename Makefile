@@ -27,8 +27,8 @@ setup: $(STAMP)
 
 demo: setup  ## run the whole pipeline on the tiny profile (generated data, CPU, minutes)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile workflow/profiles/tiny all
-	@echo; echo "Tables:  $(CURDIR)/results/synthetic/tables/"; ls results/synthetic/tables
-	@echo "Figures: $(CURDIR)/results/synthetic/figures/"; ls results/synthetic/figures
+	@echo; echo "Tables:  $(CURDIR)/results/synthetic/base/tables/"; ls results/synthetic/base/tables
+	@echo "Figures: $(CURDIR)/results/synthetic/base/figures/"; ls results/synthetic/base/figures
 
 test: setup  ## every test, the slow end-to-end ones included
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q

@@ -1,5 +1,6 @@
 # Reproduce arXiv 2310.00761: `snakemake --cores 8 all` (paper configuration, params.yaml) or
-# `snakemake --profile workflow/profiles/tiny all` (the CPU smoke run on generated data).
+# `snakemake --profile workflow/profiles/tiny all` (the CPU smoke run on generated data); an experiment
+# on a data set's profile: `snakemake --profile workflow/profiles/crackforest --config experiment=r1-1800 all`.
 # Every rule calls one `cfgan` subcommand; the logic lives in src/cfgan.
 from snakemake.utils import min_version, validate
 
@@ -7,6 +8,13 @@ min_version("9.0")
 
 
 configfile: "params.yaml"
+
+
+# An experiment (`--config experiment=<name>`) is the overlay workflow/experiments/<name>.yaml,
+# merged last; its results go to results/<dataset>/<name>/ (src/cfgan/config.py).
+from cfgan.config import apply_experiment
+
+EXPERIMENT_FILES = apply_experiment(config, workflow.overwrite_configfiles)
 
 
 report: "workflow/report/workflow.rst"

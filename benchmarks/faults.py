@@ -60,7 +60,7 @@ def copy_project(dest: Path, with_dvc: bool) -> Path:
 
 def finals(work: Path) -> dict[str, bytes]:
     """What the comparison covers: every table (CSV and Markdown) and the metrics."""
-    res = work / "results/synthetic"
+    res = work / "results/synthetic/base"
     paths = sorted((res / "tables").glob("*")) + [res / "metrics.json"]
     return {str(p.relative_to(work)): p.read_bytes() for p in paths if p.is_file()}
 
@@ -198,7 +198,7 @@ def main() -> int:
         moments = sorted(rng.uniform(0, T) for _ in range(n))
         print(f"{name}: {n} kills at {', '.join(f'{m:.0f}' for m in moments)} s of the chain's clock", flush=True)
         got = chain(name, work, cmd, moments, unlock)
-        while not (ref / "results/synthetic/metrics.json").exists():  # a reused reference may still be running
+        while not (ref / "results/synthetic/base/metrics.json").exists():  # a reused reference may still be running
             time.sleep(10)
         reference = finals(ref)
         final = finals(work)

@@ -176,13 +176,13 @@ def cli_steps(work: Path, dry: bool, device: str) -> list[dict]:
         ("synthetic", ["synthetic", *p, "--dataset", "synthetic", "--out", "data/raw/synthetic"]),
         ("split", ["split", *p, "--index", "data/raw/synthetic/index.csv", "--out", "data/interim/synthetic/split.csv"]),
         ("crop", ["crop", *p, "--dataset", "synthetic", "--split-index", "data/interim/synthetic/split.csv", "--out", "data/processed/synthetic"]),
-        ("train", ["train", *p, *m, "--run", run, "--out", f"results/synthetic/runs/{run}"]),
-        ("train-baseline", ["train-baseline", *p, m[0], m[1], "--backbone", "resnet3", "--seed", "0", "--out", "results/synthetic/baselines/resnet3-s0"]),
-        ("train-segmenter", ["train-segmenter", *p, m[0], m[1], "--arch", "cnn_unet", "--seed", "0", "--out", f"results/synthetic/segmenters/{seg}"]),
-        ("classify", ["classify", *p, *m, "--checkpoint", f"results/synthetic/runs/{run}/checkpoint.pt", "--out", "eval/classify.csv"]),
-        ("classify-baseline", ["classify", *p, *m, "--checkpoint", "results/synthetic/baselines/resnet3-s0/checkpoint.pt", "--out", "eval/classify_b.csv"]),
-        ("uncertainty", ["uncertainty", *p, *m, "--checkpoint", f"results/synthetic/runs/{run}/checkpoint.pt", "--out", "eval/uncertainty.csv"]),
-        ("saliency-segmenter", ["saliency", *p, *m, "--checkpoint", f"results/synthetic/segmenters/{seg}/checkpoint.pt",
+        ("train", ["train", *p, *m, "--run", run, "--out", f"results/synthetic/base/runs/{run}"]),
+        ("train-baseline", ["train-baseline", *p, m[0], m[1], "--backbone", "resnet3", "--seed", "0", "--out", "results/synthetic/base/baselines/resnet3-s0"]),
+        ("train-segmenter", ["train-segmenter", *p, m[0], m[1], "--arch", "cnn_unet", "--seed", "0", "--out", f"results/synthetic/base/segmenters/{seg}"]),
+        ("classify", ["classify", *p, *m, "--checkpoint", f"results/synthetic/base/runs/{run}/checkpoint.pt", "--out", "eval/classify.csv"]),
+        ("classify-baseline", ["classify", *p, *m, "--checkpoint", "results/synthetic/base/baselines/resnet3-s0/checkpoint.pt", "--out", "eval/classify_b.csv"]),
+        ("uncertainty", ["uncertainty", *p, *m, "--checkpoint", f"results/synthetic/base/runs/{run}/checkpoint.pt", "--out", "eval/uncertainty.csv"]),
+        ("saliency-segmenter", ["saliency", *p, *m, "--checkpoint", f"results/synthetic/base/segmenters/{seg}/checkpoint.pt",
                                 "--out", "eval/saliency_seg.csv", "--examples", "eval/saliency_seg.npz"]),
     ]
     env = cli_env(device, _blocker(work / "blocked") if dry else None)
@@ -196,9 +196,9 @@ def cli_steps(work: Path, dry: bool, device: str) -> list[dict]:
         if proc.returncode != 0 and name in ("synthetic", "split", "crop", "train"):
             break  # the rest needs these
     crops = sorted((work / "data/processed/synthetic").rglob("*.png"))[:2]
-    if crops and (work / f"results/synthetic/runs/{run}/checkpoint.pt").exists():
+    if crops and (work / f"results/synthetic/base/runs/{run}/checkpoint.pt").exists():
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "cfgan.cli", "explain", "--run", f"results/synthetic/runs/{run}",
+        proc = subprocess.run([sys.executable, "-m", "cfgan.cli", "explain", "--run", f"results/synthetic/base/runs/{run}",
                                *map(str, crops), "--out", "explanations"], cwd=work, env=env, capture_output=True, text=True)
         out.append({"step": "explain", "rc": proc.returncode, "wall_s": time.perf_counter() - start, "compute": None,
                     "tail": None if proc.returncode == 0 else proc.stderr[-1500:]})

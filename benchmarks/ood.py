@@ -5,7 +5,7 @@ cfgan.ood.ALPHA), photos of another domain (apples; should be near 1), blank ima
 own source images at another scale (whole images resized to the crop size). Images go through
 exactly what `cfgan explain` does (cfgan.explain.inputs, the run's stored calibration).
 
-    python benchmarks/ood.py --run results/synthetic/runs/cnn_unet-resnet3-c1-s0 \\
+    python benchmarks/ood.py --run results/synthetic/base/runs/cnn_unet-resnet3-c1-s0 \\
         --manifest data/processed/synthetic/manifest.csv --foreign ../shared/data/apples \\
         --raw data/raw/synthetic/images
 """

@@ -61,46 +61,57 @@ def test_no_method_option_is_a_key_params_yaml_sets():
             assert not has_key(base, key), f"method {name}: option {key} is set in params.yaml, so the method cannot set it"
 
 
-def test_every_profile_s_params_files_load_and_the_paper_profiles_write_apart_from_the_method_s():
+def _experiment_commands() -> list[tuple[str, str]]:
+    """(profile, experiment) of every `snakemake --profile ... --config experiment=...` command that an
+    overlay's header names (the commands its published figures came from)."""
     import glob
-    loaded = {}
-    for config in sorted(glob.glob("workflow/profiles/*/config.yaml")):
-        files = yaml.safe_load(open(config)).get("configfile")
-        if files:  # (default and slurm add params through their own overlays or none)
-            loaded[config.split("/")[2]] = load_params(files)
-    assert {"crackforest", "crackforest-paper", "apples", "apples-paper", "tiny"} <= set(loaded)
-    for name in ("crackforest", "apples"):
-        method, paper = loaded[name], loaded[f"{name}-paper"]
-        assert method["method"] == "roundtrip" and "method" not in paper
-        assert method["train"]["steps"] == paper["train"]["steps"] and method["train"]["lr_d"] == paper["train"]["lr_d"]
-        _assert_beside(method, paper)
-    for name, beside in (("crackforest-r1", "crackforest"), ("neu-r1", "neu")):
-        method, other = loaded[name], loaded[beside]
-        assert method["method"] == "roundtrip-r1" and method["method"] != other.get("method")
-        _assert_beside(method, other)
-    # the long CrackForest profile: roundtrip-r1 for 1,200 steps, its checkpoint chosen on the maps' val IoU
-    long, short = loaded["crackforest-r1-long"], loaded["crackforest-r1"]
-    assert long["method"] == short["method"] and long["train"]["steps"] == long["baseline"]["steps"] > short["train"]["steps"]
-    assert long["train"]["val_maps"]["select"] and "val_maps" not in short["train"]
-    _assert_beside(long, short)
-    # the tolerance variant trains exactly as the long profile (only the kept step can differ), apart from it
-    tol = loaded["crackforest-r1-tol"]
-    assert tol["train"]["val_maps"] == {**long["train"]["val_maps"], "tolerance": 0.01}
-    assert {**tol, "train": {**tol["train"], "val_maps": long["train"]["val_maps"]}, "run_datasets": long["run_datasets"],
-            "datasets": long["datasets"]} == long
-    _assert_beside(tol, long)
-    # a profile that selects its checkpoint on the maps' val IoU scores the maps as its saliency step will
-    selecting = {name for name, p in loaded.items() if p["train"].get("val_maps", {}).get("select")}
-    assert {"crackforest-r1-long", "crackforest-r1-tol", "neu-r1"} <= selecting
-    from cfgan.train.gan import val_maps_settings
-    for name in selecting:
-        curve, saliency = val_maps_settings(loaded[name]["train"], loaded[name]["evaluate"]["saliency"]), loaded[name]["evaluate"]["saliency"]
-        assert (curve["forms"], curve["quantiles"], curve["smooth_sigma"]) == (
-            saliency["counterfactual_forms"], saliency["quantiles"], saliency["smooth_sigma"]), name
+    import re
+    out = []
+    for path in sorted(glob.glob("workflow/experiments/*.yaml")):
+        text = open(path).read()
+        found = re.findall(r"snakemake --profile workflow/profiles/(\S+) --config experiment=(\S+) all", text)
+        assert found, f"{path}: its header names no command that runs it"
+        out += found
+    return out
 
 
-def _assert_beside(method: dict, other: dict) -> None:
-    """A profile whose rows stand beside another's: results/<data set> of its own, the same photos cut the same way."""
-    assert set(method["run_datasets"]).isdisjoint(other["run_datasets"])
-    own, twin = (p["datasets"][p["run_datasets"][0]] for p in (method, other))
-    assert own["crop"] == twin["crop"] and own["source"] == twin["source"]
+def test_every_experiment_loads_over_the_profiles_it_names_and_writes_apart_on_the_same_crops():
+    from cfgan.config import results_dir
+    commands = _experiment_commands()
+    assert commands
+    for profile, name in commands:
+        profile_files = yaml.safe_load(open(f"workflow/profiles/{profile}/config.yaml"))["configfile"]
+        base = load_params(profile_files)
+        exp = load_params([*profile_files, f"workflow/experiments/{name}.yaml"])
+        assert exp["experiment"] == name and base.get("experiment", "base") == "base"
+        for ds in exp["run_datasets"]:
+            assert results_dir(exp, ds) == f"results/{ds}/{name}" != results_dir(base, ds)
+            # the experiment's crops are the data set's, cut the same way as under the profile
+            assert exp["datasets"][ds]["crop"] == base["datasets"][ds]["crop"]
+            assert exp["datasets"][ds]["source"] == base["datasets"][ds]["source"]
+        # a run that selects its checkpoint on the maps' val IoU scores the maps as its saliency step will
+        if exp["train"].get("val_maps", {}).get("select"):
+            from cfgan.train.gan import val_maps_settings
+            curve, saliency = val_maps_settings(exp["train"], exp["evaluate"]["saliency"]), exp["evaluate"]["saliency"]
+            assert (curve["forms"], curve["quantiles"], curve["smooth_sigma"]) == (
+                saliency["counterfactual_forms"], saliency["quantiles"], saliency["smooth_sigma"]), name
+
+
+def test_an_overlay_names_itself_leaves_the_crops_alone_and_must_be_passed(tmp_path):
+    from cfgan.errors import UserError
+    profile = ["params.yaml", "workflow/profiles/tiny/params.yaml"]
+    cases = {
+        "wrong-name": ("experiment: other\n", "named by its overlay file"),
+        "crops": ("experiment: crops\ndatasets: {synthetic: {crop: {image_size: 16}}}\n", "datasets.synthetic.crop"),
+        "split": ("experiment: split\nsplit: {train: 0.8, val: 0.1, test: 0.1}\n", "may not set split"),
+    }
+    for stem, (text, message) in cases.items():
+        path = tmp_path / f"{stem}.yaml"
+        path.write_text(text)
+        with pytest.raises(UserError, match=message):
+            load_params([*profile, path])
+    # `experiment: r1` set in params.yaml itself (`dvc exp run -S experiment=r1`) is refused, not run without r1's overlay
+    params = tmp_path / "params.yaml"
+    params.write_text(open("params.yaml").read().replace("experiment: base", "experiment: r1"))
+    with pytest.raises(UserError, match="workflow/experiments/r1.yaml"):
+        load_params([params, profile[1]])

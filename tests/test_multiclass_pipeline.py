@@ -71,7 +71,7 @@ def test_three_class_data_through_the_tiny_pipeline(tmp_path):
 
     out = snakemake(work, "all")
     assert out.returncode == 0, out.stderr[-4000:]
-    res = work / "results/plates"
+    res = work / "results/plates/base"
     for artifact in ARTIFACTS:
         assert (res / artifact).is_file(), artifact
     runs = sorted(p.name for p in (res / "runs").iterdir())

@@ -76,7 +76,7 @@ def check_dvc_code_invalidation(work: Path) -> None:
 def test_tiny_profile_end_to_end(tiny_run):
     work, proc, _ = tiny_run
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = work / "results" / "synthetic"
+    results = work / "results" / "synthetic" / "base"
     for artifact in ARTIFACTS:
         assert (results / artifact).stat().st_size > 0, artifact
     cls = pd.read_csv(results / "tables/table2_classification.csv")
@@ -148,7 +148,7 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(fault_campaign)
     git = ["git", "-c", "user.name=cfgan-test", "-c", "user.email=test@localhost"]
     assert (work / "workflow/profiles/tiny/dvc.lock").exists(), campaign.stdout[-3000:]  # the repro finished
     for artifact in ARTIFACTS:
-        assert (work / "results/synthetic" / artifact).stat().st_size > 0, artifact
+        assert (work / "results/synthetic/base" / artifact).stat().st_size > 0, artifact
     status = subprocess.run([*dvc, "status", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
     # exact invalidation on the DVC side: a PGD setting changes only the robustness stages (dvc status
@@ -187,7 +187,7 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(fault_campaign)
     assert float(workspace["evaluate.pgd.steps"].iloc[0]) == 5
     # versioned checkpoints: push, lose the file and the cache, pull it back
     assert subprocess.run([*dvc, "push", "-q"], cwd=work, env=env).returncode == 0
-    ckpt = work / "results/synthetic/runs/cnn_unet-resnet3-c1-s0/checkpoint.pt"
+    ckpt = work / "results/synthetic/base/runs/cnn_unet-resnet3-c1-s0/checkpoint.pt"
     digest = ckpt.read_bytes()
     ckpt.unlink()
     shutil.rmtree(work / ".dvc/cache")

@@ -7,6 +7,7 @@ DVC stages, which both pass the same `--params` files, see exactly the same valu
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -86,6 +87,74 @@ def _check_cross_references(params: dict, source: str) -> None:
             raise UserError(f"{source}: at 'report.showcase.{key}': {showcase[key]!r} is not in grid.{key}s {allowed}")
 
 
+# An experiment is a short overlay file, workflow/experiments/<name>.yaml, merged last over
+# params.yaml and a data set's profile. It names itself (`experiment: <name>`), and the name becomes
+# part of every results path (results/<dataset>/<experiment>/), so two experiments on one data set
+# never collide. Without one, the experiment is BASE_EXPERIMENT. Crops are shared by every
+# experiment on a data set (data/processed/<dataset>/), so an overlay may not change what makes them.
+EXPERIMENTS_DIR = Path("workflow/experiments")
+BASE_EXPERIMENT = "base"
+EXPERIMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+DATA_KEYS = ("seed", "split")                  # the split and the crops' random choices
+DATA_SET_KEYS = ("source", "crop")             # under datasets.<name>: what makes its crops
+
+
+def experiment_of(params: dict) -> str:
+    return params.get("experiment", BASE_EXPERIMENT)
+
+
+def results_dir(params: dict, dataset: str) -> str:
+    """Where one experiment's runs, evaluations, tables and figures of a data set live."""
+    return f"results/{dataset}/{experiment_of(params)}"
+
+
+def experiment_file(name: str, root: str | Path = ".") -> Path:
+    """The overlay file of a named experiment; a clear error for a bad or unknown name."""
+    if not EXPERIMENT_NAME.match(str(name)):
+        raise UserError(f"experiment {name!r}: expected a name of lower-case letters, digits, '.', '_' or '-'")
+    path = Path(root) / EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (Path(root) / EXPERIMENTS_DIR).glob("*.yaml"))
+        raise UserError(f"experiment {name!r}: no overlay file {path}; known experiments: {', '.join(known) or 'none'}")
+    return path
+
+
+def check_overlay(path: str | Path, data: dict) -> None:
+    """An experiment overlay names itself after its file and leaves the crops alone."""
+    name = data.get("experiment")
+    if name is None or name == BASE_EXPERIMENT:
+        return
+    path = Path(path)
+    if not EXPERIMENT_NAME.match(str(name)):
+        raise UserError(f"{path}: at 'experiment': {name!r} is not a valid name (lower-case letters, digits, '.', '_', '-')")
+    if path.stem != name:
+        raise UserError(f"{path}: at 'experiment': {name!r} is named by its overlay file, {EXPERIMENTS_DIR}/{name}.yaml: "
+                        "pass that file after the profile's params (Snakemake: --config experiment=NAME) instead of "
+                        "setting the key here, so that a results folder always leads back to its overlay")
+    bad = [k for k in DATA_KEYS if k in data]
+    bad += [f"datasets.{ds}.{k}" for ds, block in (data.get("datasets") or {}).items()
+            for k in DATA_SET_KEYS if isinstance(block, dict) and k in block]
+    if bad:
+        raise UserError(f"{path}: an experiment may not set {', '.join(bad)}: every experiment on a data set shares its "
+                        "split and crops (data/processed/<dataset>/); declare a new data set in params.yaml or a profile instead")
+
+
+def apply_experiment(config: dict, configfiles: Iterable[str | Path] = ()) -> list[str]:
+    """Merge the overlay of `config['experiment']` into config (in place; Snakemake's
+    `--config experiment=<name>`) unless one of configfiles already is it; the overlay files to
+    hand every step, so that the steps see what Snakemake sees."""
+    name = experiment_of(config)
+    if name == BASE_EXPERIMENT or any(Path(p).stem == name for p in configfiles):
+        return []
+    path = experiment_file(name)
+    overlay = read_yaml(path)
+    check_overlay(path, overlay)
+    merged = deep_merge(config, overlay)
+    config.clear()
+    config.update(merged)
+    return [str(path)]
+
+
 def load_params(paths: Iterable[str | Path]) -> dict[str, Any]:
     """Merge the params files in order (later ones override) and validate the result."""
     paths = list(paths)
@@ -93,7 +162,9 @@ def load_params(paths: Iterable[str | Path]) -> dict[str, Any]:
         raise UserError("no params file given (expected at least params.yaml)")
     merged: dict = {}
     for path in paths:
-        merged = deep_merge(merged, read_yaml(path))
+        data = read_yaml(path)
+        check_overlay(path, data)
+        merged = deep_merge(merged, data)
     source = " + ".join(str(p) for p in paths)
     from .methods import expand  # `method:` -> its options, where no file sets them
     return validate(expand(validate(merged, source), source), source)

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from .code_deps import dvc_deps
-from .config import baseline_runs, deep_merge, grid_runs, grid_seeds, multiclass_runs, read_yaml, segmenter_runs
+from .config import (BASE_EXPERIMENT, baseline_runs, deep_merge, experiment_of, grid_runs, grid_seeds, multiclass_runs, read_yaml,
+                     results_dir, segmenter_runs)
 from .steps import has_key, has_masks, key_spec, keys_for, present_keys
 
 
@@ -38,6 +39,8 @@ def build(files: list[str], wdir: str | None) -> dict:
     for f in files:
         merged = deep_merge(merged, read_yaml(f))
     P = " ".join(files)
+    # the data steps get the files without an experiment's overlay, as in the Snakemake rules
+    PD = " ".join(f for f, data in zip(files, [base, *overlays]) if experiment_of(data) == BASE_EXPERIMENT)
     backbones = merged["grid"]["discriminators"]
     seeds = grid_seeds(merged)
     stages: dict = {}
@@ -62,14 +65,14 @@ def build(files: list[str], wdir: str | None) -> dict:
         kind = merged["datasets"][ds]["source"]["kind"]
         raw = f"data/raw/{ds}"
         acquire = {"synthetic": "synthetic", "download": "download", "local": "ingest"}[kind]
-        stage(f"{acquire}_{ds}", f"cfgan {acquire} --params {P} --dataset {ds} --out {raw}", [],
+        stage(f"{acquire}_{ds}", f"cfgan {acquire} --params {PD} --dataset {ds} --out {raw}", [],
               [raw] if kind == "synthetic" else [f"{raw}/index.csv"], acquire, ds)
-        stage(f"split_{ds}", f"cfgan split --params {P} --index {raw}/index.csv --out data/interim/{ds}/split.csv",
+        stage(f"split_{ds}", f"cfgan split --params {PD} --index {raw}/index.csv --out data/interim/{ds}/split.csv",
               [f"{raw}/index.csv"], [f"data/interim/{ds}/split.csv"], "split")
         manifest = f"data/processed/{ds}/manifest.csv"
-        stage(f"crop_{ds}", f"cfgan crop --params {P} --dataset {ds} --split-index data/interim/{ds}/split.csv "
+        stage(f"crop_{ds}", f"cfgan crop --params {PD} --dataset {ds} --split-index data/interim/{ds}/split.csv "
               f"--out data/processed/{ds}", [f"data/interim/{ds}/split.csv"], [f"data/processed/{ds}"], "crop", ds)
-        r = f"results/{ds}"
+        r = results_dir(merged, ds)
         run_dir = f"{r}/runs/${{item.run}}"
         stage(f"train_{ds}", f"cfgan train --params {P} --manifest {manifest} --dataset {ds} --run ${{item.run}} --out {run_dir}",
               [f"data/processed/{ds}"], [{f"{run_dir}/checkpoint.pt": {"persist": True}}, f"{run_dir}/log.csv"],

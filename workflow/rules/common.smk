@@ -2,7 +2,7 @@
 import os
 
 from cfgan.code_deps import step_hash
-from cfgan.config import baseline_runs, grid_runs, grid_seeds, multiclass_runs, segmenter_runs
+from cfgan.config import baseline_runs, experiment_of, grid_runs, grid_seeds, multiclass_runs, segmenter_runs
 from cfgan.steps import has_masks, keys_for, select
 
 
@@ -12,8 +12,16 @@ def _relative(path):
 
 # params.yaml plus the files a profile adds with `configfile:`, in merge order; every cfgan
 # command gets exactly these, so the CLI sees the configuration Snakemake sees.
-PARAMS_FILES = list(dict.fromkeys(["params.yaml"] + [_relative(str(p)) for p in workflow.overwrite_configfiles]))
+PARAMS_FILES = list(dict.fromkeys(["params.yaml"] + [_relative(str(p)) for p in workflow.overwrite_configfiles] + EXPERIMENT_FILES))
 PARAMS = " ".join(PARAMS_FILES)
+# The data steps get the files without the experiment's overlay: an overlay may not change the split
+# or the crops, and their commands stay the same for every experiment, so none reruns them.
+DATA_PARAMS = " ".join(f for f in PARAMS_FILES if f not in EXPERIMENT_FILES)
+# One experiment per invocation: its name is a fixed part of every results and log path (data/ is
+# shared by all experiments on a data set: an overlay may not change the split or the crops).
+EXPERIMENT = experiment_of(config)
+RES = f"results/{{dataset}}/{EXPERIMENT}/"
+LOGS = f"logs/{{dataset}}/{EXPERIMENT}/"
 # CPU threads of each job that runs a model (those declaring `resources: gpu=1`): a fixed number,
 # not workflow.cores, so `snakemake all --cores 16 --resources gpu=8` runs eight of them at once,
 # each on its own GPU (src/cfgan/gpus.py). From params.yaml's scheduling.gpu_job_threads; a
@@ -54,10 +62,10 @@ def multiclass_checkpoints(wildcards):
 
 def checkpoint_path(dataset, run):
     if run.startswith("baseline-"):
-        return f"results/{dataset}/baselines/{run.removeprefix('baseline-')}/checkpoint.pt"
+        return f"results/{dataset}/{EXPERIMENT}/baselines/{run.removeprefix('baseline-')}/checkpoint.pt"
     if run.startswith("segmenter-"):
-        return f"results/{dataset}/segmenters/{run.removeprefix('segmenter-')}/checkpoint.pt"
-    return f"results/{dataset}/runs/{run}/checkpoint.pt"
+        return f"results/{dataset}/{EXPERIMENT}/segmenters/{run.removeprefix('segmenter-')}/checkpoint.pt"
+    return f"results/{dataset}/{EXPERIMENT}/runs/{run}/checkpoint.pt"
 
 
 def checkpoint_of(wildcards):
@@ -69,7 +77,7 @@ FIGURES = ["fig2_counterfactuals", "fig3_pgd", "fig3_noise"]
 MASK_TABLES = ["table5_segmentation"]
 MASK_FIGURES = ["fig4_saliency", "fig5_iou_quantiles"]
 # what `dvc metrics show` / `dvc plots show` read
-METRICS_OUTPUTS = ["results/{dataset}/metrics.json", "results/{dataset}/plots/pgd.csv", "results/{dataset}/plots/noise.csv"]
+METRICS_OUTPUTS = [f"{RES}metrics.json", f"{RES}plots/pgd.csv", f"{RES}plots/noise.csv"]
 
 
 # what each artifact shows, as the report's list of results names it beside the file
@@ -89,12 +97,12 @@ REPORT_TITLES = {
 
 def report_table(name):
     """A table's CSV, flagged for `snakemake --report` with its caption."""
-    return report(f"results/{{dataset}}/tables/{name}.csv", caption=f"../report/{name}.rst",
+    return report(f"{RES}tables/{name}.csv", caption=f"../report/{name}.rst",
                   category="{dataset}", subcategory="tables", labels={"artifact": name, "shows": REPORT_TITLES[name]})
 
 
 def report_figure(name):
-    return report(f"results/{{dataset}}/figures/{name}.png", caption=f"../report/{name}.rst",
+    return report(f"{RES}figures/{name}.png", caption=f"../report/{name}.rst",
                   category="{dataset}", subcategory="figures", labels={"artifact": name, "shows": REPORT_TITLES[name]})
 
 
@@ -102,8 +110,8 @@ def report_outputs(dataset):
     masks = has_masks(config["datasets"][dataset])
     tables = TABLES + (MASK_TABLES if masks else [])
     figures = FIGURES + (MASK_FIGURES if masks else [])
-    return [f"results/{dataset}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md")] + [
-        f"results/{dataset}/figures/{f}.png" for f in figures
+    return [f"results/{dataset}/{EXPERIMENT}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md")] + [
+        f"results/{dataset}/{EXPERIMENT}/figures/{f}.png" for f in figures
     ]
 
 
@@ -114,13 +122,13 @@ def all_artifacts():
 def evaluations_of(wildcards):
     ds = wildcards.dataset
     runs = grid_runs(config, ds)  # one GAN per defect class on a multi-class data set
-    paths = [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in runs]
-    paths += [f"results/{ds}/evaluations/examples/{run}_counterfactuals.npz" for run in runs]
-    paths += [f"results/{ds}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in runs + BASELINES]
-    paths += [f"results/{ds}/evaluations/classification/{REFERENCES}.csv"]
-    paths += [f"results/{ds}/evaluations/multiclass/{run}.csv" for run in multiclass_runs(config, ds)]
+    paths = [f"results/{ds}/{EXPERIMENT}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in runs]
+    paths += [f"results/{ds}/{EXPERIMENT}/evaluations/examples/{run}_counterfactuals.npz" for run in runs]
+    paths += [f"results/{ds}/{EXPERIMENT}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in runs + BASELINES]
+    paths += [f"results/{ds}/{EXPERIMENT}/evaluations/classification/{REFERENCES}.csv"]
+    paths += [f"results/{ds}/{EXPERIMENT}/evaluations/multiclass/{run}.csv" for run in multiclass_runs(config, ds)]
     if has_masks(config["datasets"][ds]):
-        paths += [f"results/{ds}/evaluations/saliency/{run}.csv" for run in runs + SEGMENTERS + [REFERENCES]]
-        paths += [f"results/{ds}/evaluations/examples/{run}_saliency.npz" for run in runs + SEGMENTERS + [REFERENCES]]
+        paths += [f"results/{ds}/{EXPERIMENT}/evaluations/saliency/{run}.csv" for run in runs + SEGMENTERS + [REFERENCES]]
+        paths += [f"results/{ds}/{EXPERIMENT}/evaluations/examples/{run}_saliency.npz" for run in runs + SEGMENTERS + [REFERENCES]]
     return paths
 

@@ -8,7 +8,7 @@ rule synthetic:
     wildcard_constraints:
         dataset=datasets_of_kind("synthetic"),
     params:
-        files=PARAMS,
+        files=DATA_PARAMS,
         cfg=step_params("synthetic"),
     conda:
         "../envs/cfgan.yaml"
@@ -24,7 +24,7 @@ rule download:
     wildcard_constraints:
         dataset=datasets_of_kind("download"),
     params:
-        files=PARAMS,
+        files=DATA_PARAMS,
         cfg=step_params("download"),
     conda:
         "../envs/cfgan.yaml"
@@ -40,7 +40,7 @@ rule ingest:
     wildcard_constraints:
         dataset=datasets_of_kind("local"),
     params:
-        files=PARAMS,
+        files=DATA_PARAMS,
         cfg=step_params("ingest"),
     conda:
         "../envs/cfgan.yaml"
@@ -56,7 +56,7 @@ rule split:
     output:
         "data/interim/{dataset}/split.csv",
     params:
-        files=PARAMS,
+        files=DATA_PARAMS,
         cfg=step_params("split"),
     conda:
         "../envs/cfgan.yaml"
@@ -73,7 +73,7 @@ rule crop:
         manifest="data/processed/{dataset}/manifest.csv",
         crops=directory("data/processed/{dataset}/crops"),
     params:
-        files=PARAMS,
+        files=DATA_PARAMS,
         cfg=step_params("crop"),
     conda:
         "../envs/cfgan.yaml"

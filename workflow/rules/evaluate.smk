@@ -1,11 +1,11 @@
-# One tidy CSV per (evaluation, run) under results/{dataset}/evaluations/.
+# One tidy CSV per (evaluation, run) under results/{dataset}/{experiment}/evaluations/.
 
 
 rule fid_real:
     input:
         "data/processed/{dataset}/manifest.csv",
     output:
-        "results/{dataset}/evaluations/fid_real.npz",
+        f"{RES}evaluations/fid_real.npz",
     params:
         files=PARAMS,
         cfg=step_params("fid-real"),
@@ -15,7 +15,7 @@ rule fid_real:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/fid_real.log",
+        f"{LOGS}evaluate/fid_real.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan fid-real --params {params.files} --manifest {input} --out {output} > {log} 2>&1"
 
@@ -23,11 +23,11 @@ rule fid_real:
 rule fid:
     input:
         manifest="data/processed/{dataset}/manifest.csv",
-        checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
-        real="results/{dataset}/evaluations/fid_real.npz",
+        checkpoint=f"{RES}runs/{{run}}/checkpoint.pt",
+        real=f"{RES}evaluations/fid_real.npz",
     output:
-        csv="results/{dataset}/evaluations/fid/{run}.csv",
-        examples="results/{dataset}/evaluations/examples/{run}_counterfactuals.npz",
+        csv=f"{RES}evaluations/fid/{{run}}.csv",
+        examples=f"{RES}evaluations/examples/{{run}}_counterfactuals.npz",
     wildcard_constraints:
         run=alternatives(RUNS),
     params:
@@ -39,7 +39,7 @@ rule fid:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/fid-{run}.log",
+        f"{LOGS}evaluate/fid-{{run}}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan fid --params {params.files} --manifest {input.manifest} --checkpoint {input.checkpoint} "
         "--real-features {input.real} --dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"
@@ -50,7 +50,7 @@ rule classify:
         manifest="data/processed/{dataset}/manifest.csv",
         checkpoint=checkpoint_of,
     output:
-        "results/{dataset}/evaluations/classification/{run}.csv",
+        f"{RES}evaluations/classification/{{run}}.csv",
     wildcard_constraints:
         run=alternatives(RUNS + BASELINES),
     params:
@@ -62,7 +62,7 @@ rule classify:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/classify-{run}.log",
+        f"{LOGS}evaluate/classify-{{run}}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan classify --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
@@ -73,7 +73,7 @@ rule robustness:
         manifest="data/processed/{dataset}/manifest.csv",
         checkpoint=checkpoint_of,
     output:
-        "results/{dataset}/evaluations/robustness/{run}.csv",
+        f"{RES}evaluations/robustness/{{run}}.csv",
     wildcard_constraints:
         run=alternatives(RUNS + BASELINES),
     params:
@@ -85,7 +85,7 @@ rule robustness:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/robustness-{run}.log",
+        f"{LOGS}evaluate/robustness-{{run}}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan robustness --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
@@ -98,7 +98,7 @@ rule multiclass:
         manifest="data/processed/{dataset}/manifest.csv",
         checkpoints=multiclass_checkpoints,
     output:
-        "results/{dataset}/evaluations/multiclass/{run}.csv",
+        f"{RES}evaluations/multiclass/{{run}}.csv",
     wildcard_constraints:
         run=alternatives(MULTICLASS),
     params:
@@ -110,7 +110,7 @@ rule multiclass:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/multiclass-{run}.log",
+        f"{LOGS}evaluate/multiclass-{{run}}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan multiclass --params {params.files} --manifest {input.manifest} "
         "--checkpoints {input.checkpoints} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
@@ -119,9 +119,9 @@ rule multiclass:
 rule uncertainty:
     input:
         manifest="data/processed/{dataset}/manifest.csv",
-        checkpoint="results/{dataset}/runs/{run}/checkpoint.pt",
+        checkpoint=f"{RES}runs/{{run}}/checkpoint.pt",
     output:
-        "results/{dataset}/evaluations/uncertainty/{run}.csv",
+        f"{RES}evaluations/uncertainty/{{run}}.csv",
     wildcard_constraints:
         run=alternatives(RUNS),
     params:
@@ -133,7 +133,7 @@ rule uncertainty:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/uncertainty-{run}.log",
+        f"{LOGS}evaluate/uncertainty-{{run}}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan uncertainty --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
@@ -144,8 +144,8 @@ rule saliency:
         manifest="data/processed/{dataset}/manifest.csv",
         checkpoint=checkpoint_of,
     output:
-        csv="results/{dataset}/evaluations/saliency/{run}.csv",
-        examples="results/{dataset}/evaluations/examples/{run}_saliency.npz",
+        csv=f"{RES}evaluations/saliency/{{run}}.csv",
+        examples=f"{RES}evaluations/examples/{{run}}_saliency.npz",
     wildcard_constraints:
         run=alternatives(RUNS + SEGMENTERS),
     params:
@@ -157,7 +157,7 @@ rule saliency:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/saliency-{run}.log",
+        f"{LOGS}evaluate/saliency-{{run}}.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan saliency --params {params.files} --manifest {input.manifest} "
         "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output.csv} "
@@ -170,14 +170,14 @@ rule classify_references:
     input:
         manifest="data/processed/{dataset}/manifest.csv",
     output:
-        "results/{dataset}/evaluations/classification/references.csv",
+        f"{RES}evaluations/classification/references.csv",
     params:
         files=PARAMS,
         cfg=step_params("classify-references"),
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/classify-references.log",
+        f"{LOGS}evaluate/classify-references.log",
     shell:
         "cfgan classify-references --params {params.files} --manifest {input.manifest} "
         "--dataset {wildcards.dataset} --out {output} > {log} 2>&1"
@@ -187,8 +187,8 @@ rule saliency_references:
     input:
         manifest="data/processed/{dataset}/manifest.csv",
     output:
-        csv="results/{dataset}/evaluations/saliency/references.csv",
-        examples="results/{dataset}/evaluations/examples/references_saliency.npz",
+        csv=f"{RES}evaluations/saliency/references.csv",
+        examples=f"{RES}evaluations/examples/references_saliency.npz",
     wildcard_constraints:
         dataset=alternatives(MASKED),
     params:
@@ -198,7 +198,7 @@ rule saliency_references:
     conda:
         "../envs/cfgan.yaml"
     log:
-        "logs/{dataset}/evaluate/saliency-references.log",
+        f"{LOGS}evaluate/saliency-references.log",
     shell:
         "OMP_NUM_THREADS={threads} cfgan saliency-references --params {params.files} --manifest {input.manifest} "
         "--dataset {wildcards.dataset} --out {output.csv} --examples {output.examples} > {log} 2>&1"
