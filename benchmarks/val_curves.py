@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfgan.train.gan import StepKeeper
+from cfgan.train.selection import StepKeeper
 
 PANELS = {"val_map_iou": "maps' val IoU (best form)", "val_score": "selection score (labels only)"}
 PGD = "val_f1_d_pgd="  # train.val_pgd's columns: D's val F1 under PGD at one step size

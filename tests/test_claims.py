@@ -13,7 +13,8 @@ from cfgan.metrics import choose_threshold, iou
 from cfgan.models import build_discriminator, build_generator
 from cfgan.report.tables import table2_classification, table5_segmentation
 from cfgan.train.common import batch_indices
-from cfgan.train.gan import collapse_signs, gan_step, generator_step, optimizers
+from cfgan.train.gan import gan_step, generator_step, optimizers
+from cfgan.train.selection import collapse_signs
 
 FP32 = Compute(torch.device("cpu"), "fp32", channels_last=False)
 from cfgan.train.losses import FAKE, discriminator_loss, generator_losses
@@ -151,7 +152,7 @@ def test_balanced_accuracy_is_the_mean_of_both_recalls():
 
 
 def test_fake_score_auc_ranks_counterfactuals_against_real_crops():
-    from cfgan.train.gan import fake_score_auc
+    from cfgan.train.selection import fake_score_auc
     assert fake_score_auc(np.array([0.9, 0.8]), np.array([0.1, 0.2, 0.3])) == 1.0
     assert fake_score_auc(np.array([0.1]), np.array([0.9])) == 0.0
     assert fake_score_auc(np.array([0.5, 0.5]), np.array([0.5])) == 0.5  # ties count half
@@ -161,16 +162,16 @@ def test_a_counterfactual_d_is_sure_is_fake_is_not_counted_as_flipped(monkeypatc
     """Selection's flip rate: D's argmax over all three logits must be the opposite real class. (It
     was the argmax over the two real logits only: a counterfactual D called fake with near
     certainty still counted as flipped whenever its opposite-class logit edged out its own.)"""
-    from cfgan.train import gan
+    from cfgan.train import selection
     y = torch.tensor([0, 1, 0, 1])
     cf = torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 9.0], [0.0, 2.0, 1.0], [0.0, 3.0, -1.0]])  # sure fake, sure fake, flipped, not
     out = {"d_logits": torch.tensor([[2.0, 0.0, -3.0], [0.0, 2.0, -3.0]] * 2), "g_probs": torch.tensor([[0.9, 0.1], [0.1, 0.9]] * 2),
            "d_logits_cf": cf, "change": torch.full((4,), 0.05)}
     out["d_probs"], out["d_probs_cf"] = out["d_logits"].softmax(1), cf.softmax(1)
-    monkeypatch.setattr(gan, "predict", lambda *a, **k: out)
+    monkeypatch.setattr(selection, "predict", lambda *a, **k: out)
     split = type("S", (), {"labels": y})()
     g = d = torch.nn.Identity()
-    row = gan.validate(g, d, split, 4, FP32, 0)
+    row = selection.validate(g, d, split, 4, FP32, 0)
     assert row["val_flip"] == 0.25  # only the third: the first two are fake to D, the fourth kept its class
     assert row["val_auc_fake"] == 1.0
 
@@ -293,7 +294,7 @@ class _BrightnessSplit:
 def test_warm_up_teaches_d_and_g_head_the_classes_and_keeps_g_near_the_identity():
     from conftest import ROOT
     from cfgan.config import load_params
-    from cfgan.train.gan import warm_up
+    from cfgan.train.warmup import warm_up
 
     torch.manual_seed(0)
     split, (g, d) = _BrightnessSplit(), _models()

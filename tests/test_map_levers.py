@@ -12,7 +12,7 @@ from cfgan.maps import best_form_iou, counterfactual_form
 from cfgan.metrics import choose_form
 from cfgan.models.discriminators import ResNet3
 from cfgan.models.unet import CNNUNet
-from cfgan.train.gan import update_ema
+from cfgan.train.ema import update_ema
 from cfgan.train.losses import generator_losses
 
 

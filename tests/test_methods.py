@@ -91,7 +91,7 @@ def test_every_experiment_loads_over_the_profiles_it_names_and_writes_apart_on_t
             assert exp["datasets"][ds]["source"] == base["datasets"][ds]["source"]
         # a run that selects its checkpoint on the maps' val IoU scores the maps as its saliency step will
         if exp["train"].get("val_maps", {}).get("select"):
-            from cfgan.train.gan import val_maps_settings
+            from cfgan.train.val_curves import val_maps_settings
             curve, saliency = val_maps_settings(exp["train"], exp["evaluate"]["saliency"]), exp["evaluate"]["saliency"]
             assert (curve["forms"], curve["quantiles"], curve["smooth_sigma"]) == (
                 saliency["counterfactual_forms"], saliency["quantiles"], saliency["smooth_sigma"]), name

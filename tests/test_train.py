@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from cfgan.errors import UserError
-from cfgan.train import gan
+from cfgan.train import batches, gan, selection, val_curves
 
 
 def killed_during_step_5(monkeypatch, params, manifest, run, out) -> None:
     """Train until the process is killed during step 5 (its resume file holds step 4), then restore augment."""
-    calls, real_augment = {"n": 0}, gan.augment
+    calls, real_augment = {"n": 0}, batches.augment
 
     def dying_augment(x, cfg, rng, **kw):
         calls["n"] += 1
@@ -16,10 +16,10 @@ def killed_during_step_5(monkeypatch, params, manifest, run, out) -> None:
             raise KeyboardInterrupt
         return real_augment(x, cfg, rng, **kw)
 
-    monkeypatch.setattr(gan, "augment", dying_augment)
+    monkeypatch.setattr(batches, "augment", dying_augment)
     with pytest.raises(KeyboardInterrupt):
         gan.train_gan(params, manifest, run, out)
-    monkeypatch.setattr(gan, "augment", real_augment)
+    monkeypatch.setattr(batches, "augment", real_augment)
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(small_manifest, tmp_path, monkeypatch, capsys):
@@ -71,14 +71,14 @@ def test_val_maps_logs_the_map_curve_and_can_select_the_step_on_it(small_manifes
     pd.testing.assert_frame_equal(log.drop(columns=["val_map_iou", "val_map_form"]),
                                   pd.read_csv(tmp_path / "plain/log.csv").dropna(subset=["val_score"]), check_dtype=False)
     rows = log.to_dict("records")
-    tier = {r["step"]: not gan.collapse_signs(r) for r in rows}
+    tier = {r["step"]: not selection.collapse_signs(r) for r in rows}
     by_score = max(rows, key=lambda r: (tier[r["step"]], r["val_score"]))["step"]
     assert curve["best_step"] == by_score and curve["val_maps"]["selected_on"] == "val_score"  # logged, not used
     # select: true keeps the step whose maps score best. A curve that peaks away from val_score's choice:
     peak = next(r["step"] for r in sorted(rows, key=lambda r: (tier[r["step"]], -r["val_score"]), reverse=True) if r["step"] != by_score)
     assert tier[peak] == tier[by_score]  # the peak is in val_score's collapse tier, so the two rules disagree
     fed = iter([0.9 if r["step"] == peak else 0.1 for r in rows])
-    monkeypatch.setattr(gan, "best_form_iou", lambda *a, **k: ("dark", next(fed)))
+    monkeypatch.setattr(val_curves, "best_form_iou", lambda *a, **k: ("dark", next(fed)))
     chosen = gan.train_gan(deep_merge(params, {"train": {"val_maps": {**maps, "select": True}}}), manifest,
                            "cnn_unet-resnet3-c1-s0", tmp_path / "select")
     assert chosen["best_step"] == peak and chosen["val_maps"] == {"selected_on": "val_map_iou", "form": "dark"}
@@ -121,7 +121,7 @@ def test_val_pgd_logs_d_s_robustness_curve_without_changing_the_run(small_manife
     with torch.no_grad():
         d[1].weight.zero_(); d[1].weight[1] = 50 / x[0].numel()
         d[1].bias.copy_(torch.tensor([0.0, -50 * float(x.mean(dim=(1, 2, 3)).median()), -10.0]))
-    curve = gan.pgd_curve(d.train(), attacked, full["evaluate"]["pgd"], [0.002, 0.05], 32, resolve(params), 0)
+    curve = val_curves.pgd_curve(d.train(), attacked, full["evaluate"]["pgd"], [0.002, 0.05], 32, resolve(params), 0)
     assert d.training  # (the sweep below leaves D in eval mode)
     rows = robustness.sweep(attacked, robustness.RealLogits(d), None, {"pgd": {**full["evaluate"]["pgd"], "step_sizes": [0.0, 0.002, 0.05]},
                                                                        "noise": {"stds": []}}, 32, 0)
@@ -142,18 +142,18 @@ def test_the_step_keeper_keeps_the_best_classifier_among_maps_within_the_toleran
             keeper.offer(step, {**HEALTHY, "val_map_iou": iou, "val_score": score, **bad}, lambda step=step: {"g": step})
         return keeper
 
-    plain = feed(gan.StepKeeper("val_map_iou")).kept()
+    plain = feed(selection.StepKeeper("val_map_iou")).kept()
     assert (plain["step"], plain["g"]) == (5, 5)  # the best maps of the healthy tier (step 4 is collapsed)
-    wide = feed(gan.StepKeeper("val_map_iou", 0.01))
+    wide = feed(selection.StepKeeper("val_map_iou", 0.01))
     assert wide.kept()["step"] == 3  # within 0.01 of 0.39: steps 3, 5, 7; the best val score, the earliest of equals
     assert [c["step"] for c in wide.candidates] == [3, 5, 7]  # 1 and 2 were candidates until the best rose past them
-    assert feed(gan.StepKeeper("val_score")).kept()["step"] == 6  # label-only selection, as before
+    assert feed(selection.StepKeeper("val_score")).kept()["step"] == 6  # label-only selection, as before
     # a resume file's state continues the same decision
-    half = feed(gan.StepKeeper("val_map_iou", 0.01), rows[:4])
-    resumed = feed(gan.StepKeeper("val_map_iou", 0.01, candidates=half.candidates), rows[4:])
+    half = feed(selection.StepKeeper("val_map_iou", 0.01), rows[:4])
+    resumed = feed(selection.StepKeeper("val_map_iou", 0.01, candidates=half.candidates), rows[4:])
     assert resumed.kept()["step"] == 3 and [c["key"] for c in resumed.candidates] == [c["key"] for c in wide.candidates]
     with pytest.raises(UserError, match="tolerance.*needs train.val_maps.select: true"):
-        gan.val_maps_settings({"val_maps": {"tolerance": 0.01}}, {"quantiles": [0.5]})
+        val_curves.val_maps_settings({"val_maps": {"tolerance": 0.01}}, {"quantiles": [0.5]})
 
 
 def test_val_maps_tolerance_is_trained_resumed_and_named_in_every_row(small_manifest, tmp_path, monkeypatch):
@@ -167,15 +167,15 @@ def test_val_maps_tolerance_is_trained_resumed_and_named_in_every_row(small_mani
     log = pd.read_csv(tmp_path / "curve/log.csv").dropna(subset=["val_score"]).to_dict("records")
     assert curve["best_step"] and len(log) == 3
     # maps that the curve cannot tell apart (all three within 0.01), peaking away from the best val score: the score wins
-    tier = max(not gan.collapse_signs(r) for r in log)
-    want = max((r for r in log if (not gan.collapse_signs(r)) == tier), key=lambda r: (r["val_score"], -r["step"]))["step"]
-    peak = next(q["step"] for q in log if q["step"] != want and (not gan.collapse_signs(q)) == tier)  # plain select would keep it
+    tier = max(not selection.collapse_signs(r) for r in log)
+    want = max((r for r in log if (not selection.collapse_signs(r)) == tier), key=lambda r: (r["val_score"], -r["step"]))["step"]
+    peak = next(q["step"] for q in log if q["step"] != want and (not selection.collapse_signs(q)) == tier)  # plain select would keep it
     ious = [0.405 if r["step"] == peak else 0.400 for r in log]
     cfg = deep_merge(params, {"train": {"val_maps": {"quantiles": [0.5], "select": True, "tolerance": 0.01}}})
 
     def fed_curve():
         it = iter(ious)
-        monkeypatch.setattr(gan, "best_form_iou", lambda *a, **k: ("abs", next(it)))
+        monkeypatch.setattr(val_curves, "best_form_iou", lambda *a, **k: ("abs", next(it)))
 
     fed_curve()
     chosen = gan.train_gan(cfg, manifest, run, tmp_path / "tol")
@@ -186,7 +186,7 @@ def test_val_maps_tolerance_is_trained_resumed_and_named_in_every_row(small_mani
     fed_curve()
     killed_during_step_5(monkeypatch, cfg, manifest, run, tmp_path / "killed")
     it = iter(ious[2:])  # the first two validations are in the resume file
-    monkeypatch.setattr(gan, "best_form_iou", lambda *a, **k: ("abs", next(it)))
+    monkeypatch.setattr(val_curves, "best_form_iou", lambda *a, **k: ("abs", next(it)))
     again = gan.train_gan(cfg, manifest, run, tmp_path / "killed")
     assert same(again, chosen)
     a, b = load_checkpoint(tmp_path / "tol/checkpoint.pt"), load_checkpoint(tmp_path / "killed/checkpoint.pt")
@@ -240,14 +240,14 @@ def test_baseline_ema_averages_the_twin_it_keeps_without_changing_its_training(s
 
 def test_val_maps_scores_the_maps_as_the_saliency_step_unless_it_says_otherwise():
     saliency = {"counterfactual_forms": ["dark", "abs-decast"], "quantiles": [0.8, 0.9], "smooth_sigma": 1.0}
-    assert gan.val_maps_settings({"val_maps": {"select": True}}, saliency) == {
+    assert val_curves.val_maps_settings({"val_maps": {"select": True}}, saliency) == {
         "forms": ["dark", "abs-decast"], "quantiles": [0.8, 0.9], "smooth_sigma": 1.0, "select": True}
-    own = gan.val_maps_settings({"val_maps": {"forms": ["abs"], "smooth_sigma": 0.0}}, saliency)
+    own = val_curves.val_maps_settings({"val_maps": {"forms": ["abs"], "smooth_sigma": 0.0}}, saliency)
     assert (own["forms"], own["quantiles"], own["smooth_sigma"], own["select"]) == (["abs"], [0.8, 0.9], 0.0, False)
-    assert gan.val_maps_settings({"val_maps": {}}, {"quantiles": [0.5]})["forms"] == ["abs"]  # the saliency step's default form
-    assert gan.val_maps_settings({}, saliency) is None
+    assert val_curves.val_maps_settings({"val_maps": {}}, {"quantiles": [0.5]})["forms"] == ["abs"]  # the saliency step's default form
+    assert val_curves.val_maps_settings({}, saliency) is None
     with pytest.raises(UserError, match="train.val_maps: no threshold quantiles"):
-        gan.val_maps_settings({"val_maps": {}}, {})
+        val_curves.val_maps_settings({"val_maps": {}}, {})
     # the train step reads the saliency keys only where it uses them (editing them reruns no other training)
     from cfgan.steps import keys_for, present_keys, select
     keys = keys_for("train", "cracks")
@@ -261,5 +261,5 @@ def test_val_maps_scores_the_maps_as_the_saliency_step_unless_it_says_otherwise(
 def test_val_maps_is_refused_where_val_has_no_masks(tmp_path):
     from types import SimpleNamespace
     with pytest.raises(UserError, match="train.val_maps.*no masks"):
-        gan.check_val_maps({"val_maps": {"forms": ["abs"], "quantiles": [0.5]}}, SimpleNamespace(masks=None, labels=torch.tensor([0, 1])), tmp_path / "m.csv")
-    assert gan.check_val_maps({}, None, tmp_path / "m.csv") is None
+        val_curves.check_val_maps({"val_maps": {"forms": ["abs"], "quantiles": [0.5]}}, SimpleNamespace(masks=None, labels=torch.tensor([0, 1])), tmp_path / "m.csv")
+    assert val_curves.check_val_maps({}, None, tmp_path / "m.csv") is None

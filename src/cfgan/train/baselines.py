@@ -17,7 +17,8 @@ from ..data.datasets import defect_names, load_split, read_manifest
 from ..inference import predict
 from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
-from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything, averaged_copy, update_ema
+from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything
+from .ema import averaged_copy, update_ema
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:

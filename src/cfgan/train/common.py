@@ -8,7 +8,6 @@ whose unpickling would run code is refused, never executed.
 
 from __future__ import annotations
 
-import copy
 import functools
 import pickle
 import platform
@@ -51,22 +50,6 @@ def batch_indices(labels: torch.Tensor, batch_size: int, rng: torch.Generator, b
 # (renamed keys, new required entries), so that loading one says so instead of failing later.
 # 2: the compute block (device, precision) is recorded; `versions` no longer holds the device.
 CHECKPOINT_FORMAT = 2
-
-
-def averaged_copy(net: torch.nn.Module) -> torch.nn.Module:
-    """A frozen copy of `net` for `update_ema` to average into (`train.ema_g`, `train.ema_d`, `baseline.ema`)."""
-    return copy.deepcopy(net).eval().requires_grad_(False)
-
-
-def update_ema(ema, net, decay: float) -> None:
-    """`train.ema_g` / `train.ema_d` / `baseline.ema`: ema <- decay * ema + (1 - decay) * net, parameters
-    and batch-norm statistics alike (a network averaged over its last ~1 / (1 - decay) updates; Karras
-    et al., Yaz et al. 2019). The averages only watch: training goes on with the live networks."""
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), net.parameters()):
-            e.lerp_(p, 1 - decay)
-        for e, b in zip(ema.buffers(), net.buffers()):
-            e.lerp_(b, 1 - decay) if e.is_floating_point() else e.copy_(b)
 
 
 def versions() -> dict:
