@@ -393,8 +393,8 @@ def test_the_readme_commands_for_your_own_images_work_as_written(tmp_path):
         assert words[0] == "snakemake" and "my.yaml" in words
         proc = dry(words[1:])
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        assert "data/raw/mine/index.csv" in proc.stdout and "results/mine/tables/table1_fid.csv" in proc.stdout
-    assert "results/mine/runs/cnn_unet-resnet3-c0-s0" in proc.stdout and "swin_unet" not in proc.stdout  # tiny grid
+        assert "data/raw/mine/index.csv" in proc.stdout and "results/mine/base/tables/table1_fid.csv" in proc.stdout
+    assert "results/mine/base/runs/cnn_unet-resnet3-c0-s0" in proc.stdout and "swin_unet" not in proc.stdout  # tiny grid
     swallowed = dry(["--cores", "2", "--configfile", "params.yaml", "my.yaml", "all"])  # the order an old README gave
     assert swallowed.returncode != 0 and "No such file or directory: 'all'" in swallowed.stdout + swallowed.stderr
 
@@ -454,3 +454,243 @@ def test_a_mask_stored_turned_with_an_exif_tag_is_read_upright_too(tmp_path):
     Image.fromarray(upright).transpose(_STORED[8]).save(tmp_path / "m.jpg", quality=95, exif=exif)
     assert Image.open(tmp_path / "m.jpg").size == (40, 70)
     assert (read_mask(tmp_path / "m.jpg", 128) == (upright > 0)).mean() > 0.99
+
+
+# --- MVTec AD and anomalib's Folder layout ------------------------------------------------------
+
+def _defect_photo(path: Path, mask_path: Path | None, seed: int, size: int = 32) -> None:
+    """A grey 32x32 photo; with mask_path, a bright square defect and its 0/255 mask."""
+    rng = np.random.default_rng(seed)
+    photo = np.clip(120 + rng.normal(0, 5, (size, size, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mask_path is not None:
+        mask = np.zeros((size, size), np.uint8)
+        y, x = 4 + seed % 12, 6 + seed % 10
+        mask[y:y + 8, x:x + 10] = 255
+        photo[mask > 0] = 240
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(mask_path)
+    Image.fromarray(photo).save(path)
+
+
+def _mvtec(root: Path) -> None:
+    """train/good (3), test/good (2), test/crack and test/scratch (2 each) with ground_truth masks."""
+    for i in range(3):
+        _defect_photo(root / f"train/good/{i:03d}.png", None, seed=i)
+    for i in range(2):
+        _defect_photo(root / f"test/good/{i:03d}.png", None, seed=10 + i)
+        for k, defect in enumerate(["crack", "scratch"]):
+            _defect_photo(root / f"test/{defect}/{i:03d}.png", root / f"ground_truth/{defect}/{i:03d}_mask.png",
+                          seed=20 + 10 * k + i)
+    (root / "license.txt").write_text("CC BY-NC-SA 4.0")
+
+
+def _ingest(tmp_path, write_params, root: Path, layout: dict, name: str = "mv") -> pd.DataFrame:
+    params = write_params({"run_datasets": [name], "datasets": {name: {
+        "source": {"kind": "local", "path": str(root), "layout": layout},
+        "crop": {"mode": "resize", "image_size": 32}}}})
+    _run("ingest", "--params", *params, "--dataset", name, "--out", tmp_path / "raw")
+    return pd.read_csv(tmp_path / "raw/index.csv", keep_default_na=False, dtype=str)
+
+
+def test_mvtec_tree_is_one_pool_good_undamaged_defects_damaged_with_their_masks(tmp_path, write_params, capsys):
+    root = tmp_path / "bottle"
+    _mvtec(root)
+    index = _ingest(tmp_path, write_params, root, {"kind": "mvtec"})
+    assert "found 9 images (4 damaged, 5 undamaged), 4 with a mask" in capsys.readouterr().out
+    by_id = index.set_index("source_id")
+    assert sorted(by_id.index) == sorted([f"train/good/{i:03d}" for i in range(3)] + [
+        f"test/{d}/{i:03d}" for d in ("good", "crack", "scratch") for i in range(2)])  # train/good/000 != test/good/000
+    assert by_id["label"].to_dict() == {sid: "0" if "/good/" in sid else "1" for sid in by_id.index}
+    for sid, row in by_id.iterrows():
+        if "/good/" in sid:
+            assert row["mask_path"] == ""  # no mask: all background
+        else:
+            _, defect, stem = sid.split("/")
+            assert row["mask_path"] == str(root / "ground_truth" / defect / f"{stem}_mask.png")
+            assert row["path"] == str(root / "test" / defect / f"{stem}.png")
+    assert "defect_class" not in index.columns  # binary by default
+
+    params = write_params({"run_datasets": ["mv"], "datasets": {"mv": {
+        "source": {"kind": "local", "path": str(root), "layout": {"kind": "mvtec"}},
+        "crop": {"mode": "resize", "image_size": 32}}}})
+    _run("split", "--params", *params, "--index", tmp_path / "raw/index.csv", "--out", tmp_path / "s.csv")
+    split = pd.read_csv(tmp_path / "s.csv", keep_default_na=False, dtype=str)
+    assert split["split"].isin(["train", "val", "test"]).all()
+    # MVTec's own train/test is not kept: one pool, split by image (its train/ has no defects at all)
+    assert "train" in set(split.loc[split["source_id"].str.startswith("test/crack"), "split"])
+
+
+def test_mvtec_chosen_defects_and_defect_types_as_classes(tmp_path, write_params):
+    from cfgan.config import dataset_defects, load_params
+    root = tmp_path / "bottle"
+    _mvtec(root)
+    index = _ingest(tmp_path, write_params, root, {"kind": "mvtec", "defects": ["crack"]})
+    assert len(index) == 7 and not index["source_id"].str.contains("scratch").any()
+
+    layout = {"kind": "mvtec", "defects": ["scratch", "crack"], "defect_classes": True}
+    index = _ingest(tmp_path, write_params, root, layout)
+    by_id = index.set_index("source_id")
+    assert by_id["defect_class"].to_dict() == {
+        sid: "1" if "scratch" in sid else "2" if "crack" in sid else "0" for sid in by_id.index}
+    assert set(by_id.loc["test/crack/000"][["defect_name", "label"]]) == {"crack", "1"}
+    assert set(by_id.loc["train/good/000"][["defect_name", "label"]]) == {"undamaged", "0"}
+    params = load_params(write_params({"run_datasets": ["mv"], "datasets": {"mv": {
+        "source": {"kind": "local", "path": str(root), "layout": layout}, "crop": {"mode": "resize", "image_size": 32}}}}))
+    assert dataset_defects(params, "mv") == ["scratch", "crack"]  # one GAN per type, named before ingest
+    with pytest.raises(UserError, match=r"layout.defect_classes: true needs layout.defects"):
+        index_folder(root, {"kind": "mvtec", "defect_classes": True})
+    with pytest.raises(UserError) as err:
+        index_folder(root, {"kind": "mvtec", "defects": ["crack", "hole"]})
+    assert f"no folder {root / 'test/hole'}" in str(err.value) and "are: crack, scratch" in str(err.value)
+
+
+def test_mvtec_defect_without_its_mask_is_named_with_the_expected_path_unless_allowed(tmp_path):
+    root = tmp_path / "bottle"
+    _mvtec(root)
+    (root / "ground_truth/crack/001_mask.png").unlink()
+    with pytest.raises(UserError) as err:
+        index_folder(root, {"kind": "mvtec"})
+    msg = str(err.value)
+    assert f"{root / 'test/crack/001.png'}: no mask named 001_mask.* in {root / 'ground_truth/crack'}" in msg
+    assert f"expected {root / 'ground_truth/crack/001_mask.png'}" in msg and "layout.allow_missing_masks: true" in msg
+    result = scan(root, {"kind": "mvtec", "allow_missing_masks": True})
+    row = result.frame.set_index("source_id").loc["test/crack/001"]
+    assert row["label"] == 1 and row["mask_path"] == ""  # label only
+    assert any("images without a mask" in n and "001.png" in n for n in result.notes)
+
+    shutil.rmtree(root / "ground_truth/scratch")
+    with pytest.raises(UserError, match=re.escape(f"{root / 'ground_truth/scratch'}: mask folder missing")):
+        index_folder(root, {"kind": "mvtec", "defects": ["scratch"]})
+    Image.new("L", (16, 16)).save(root / "ground_truth/crack/001_mask.png")
+    with pytest.raises(UserError) as err:
+        index_folder(root, {"kind": "mvtec", "defects": ["crack"]})
+    assert f"{root / 'ground_truth/crack/001_mask.png'}: mask is (16, 16) but its image 001.png is (32, 32)" in str(err.value)
+    assert str(root / "test/crack/001.png") in str(err.value)
+
+
+def test_mvtec_missing_folder_and_unknown_key_are_named(tmp_path, write_params, capsys):
+    root = tmp_path / "bottle"
+    _mvtec(root)
+    with pytest.raises(UserError, match=r"unknown key\(s\) masks; allowed keys: allow_missing_masks, defect_classes, "
+                                        r"defects, kind, mask_min_value"):
+        index_folder(root, {"kind": "mvtec", "masks": "ground_truth"})
+    params = write_params({"run_datasets": ["mv"], "datasets": {"mv": {
+        "source": {"kind": "local", "path": str(root), "layout": {"kind": "mvtec", "defect": ["crack"]}},
+        "crop": {"mode": "resize", "image_size": 32}}}})
+    assert main(["ingest", "--params", *map(str, params), "--dataset", "mv", "--out", str(tmp_path / "raw")]) == 2
+    assert "unknown key(s) defect; allowed keys: allow_missing_masks, defect_classes, defects" in capsys.readouterr().err
+    for f in (root / "test/good").iterdir():
+        f.unlink()
+    with pytest.raises(UserError, match=re.escape(f"{root / 'test/good'}: folder holds no images")):
+        index_folder(root, {"kind": "mvtec"})
+    shutil.rmtree(root / "train")
+    with pytest.raises(UserError, match=re.escape(f"{root / 'train/good'}: folder missing (layout kind mvtec expects")):
+        index_folder(root, {"kind": "mvtec"})
+
+
+def _anomalib_folder(root: Path, suffix: str = "") -> None:
+    """good/ (3), good_test/ (2), broken/ (3) and masks/ (anomalib: the mask has its image's file name)."""
+    for i in range(3):
+        _defect_photo(root / f"good/{i}.png", None, seed=i)
+        _defect_photo(root / f"broken/{i}.png", root / f"masks/{i}{suffix}.png", seed=20 + i)
+    for i in range(2):
+        _defect_photo(root / f"good_test/{i}.png", None, seed=10 + i)
+
+
+def test_anomalib_folder_layout_pools_normal_dirs_and_pairs_masks_by_stem(tmp_path, write_params, capsys):
+    root = tmp_path / "hazelnut"
+    _anomalib_folder(root)
+    layout = {"kind": "folder", "normal_dir": "good", "abnormal_dir": "broken", "mask_dir": "masks",
+              "normal_test_dir": "good_test"}
+    index = _ingest(tmp_path, write_params, root, layout, name="hz")
+    assert "found 8 images (3 damaged, 5 undamaged), 3 with a mask" in capsys.readouterr().out
+    by_id = index.set_index("source_id")
+    assert by_id["label"].to_dict() == {**{f"good/{i}": "0" for i in range(3)}, **{f"good_test/{i}": "0" for i in range(2)},
+                                        **{f"broken/{i}": "1" for i in range(3)}}
+    assert by_id["mask_path"].to_dict() == {sid: str(root / "masks" / f"{sid[-1]}.png") if sid.startswith("broken") else ""
+                                            for sid in by_id.index}
+
+    other = tmp_path / "suffixed"  # masks named <stem>_mask, no mask folder at all, masks beside
+    _anomalib_folder(other, suffix="_mask")
+    frame = index_folder(other, {"kind": "folder", "normal_dir": "good", "abnormal_dir": "broken", "mask_dir": "masks",
+                                 "mask_suffix": "_mask"})
+    assert frame["mask_path"].str.endswith("_mask.png").sum() == 3 and len(frame) == 6
+    frame = index_folder(other, {"kind": "folder", "normal_dir": "good", "abnormal_dir": "broken"})
+    assert (frame["mask_path"] == "").all() and sorted(frame["label"]) == [0, 0, 0, 1, 1, 1]
+    for f in (other / "masks").iterdir():
+        shutil.move(f, other / "broken" / f.name)
+    frame = index_folder(other, {"kind": "folder", "normal_dir": "good", "abnormal_dir": "broken", "mask_dir": "broken",
+                                 "mask_suffix": "_mask"})
+    assert len(frame) == 6 and frame["mask_path"].str.endswith("_mask.png").sum() == 3
+
+
+def test_anomalib_folder_errors_name_the_folder_key_and_file(tmp_path, write_params, capsys):
+    root = tmp_path / "hazelnut"
+    _anomalib_folder(root)
+    layout = {"kind": "folder", "normal_dir": "good", "abnormal_dir": "broken", "mask_dir": "masks"}
+    with pytest.raises(UserError, match=re.escape(f"{root / 'normal'}: folder missing (layout.normal_dir names it, "
+                                                  f"relative to the source path {root})")):
+        index_folder(root, {**layout, "normal_dir": "normal"})
+    with pytest.raises(UserError, match=re.escape(f"{root / 'gt'}: folder missing (layout.mask_dir names it")):
+        index_folder(root, {**layout, "mask_dir": "gt"})
+    with pytest.raises(UserError, match=r"layout.normal_dir and layout.abnormal_dir both name"):
+        index_folder(root, {**layout, "abnormal_dir": "good"})
+    _defect_photo(root / "good/more/9.png", None, seed=9)
+    with pytest.raises(UserError, match=re.escape(f"{root / 'good/more'}: images in a sub-folder of layout.normal_dir")):
+        index_folder(root, layout)
+    shutil.rmtree(root / "good/more")
+    with pytest.raises(UserError, match=r"unknown key\(s\) normal_dri; missing key\(s\) normal_dir; allowed keys: "
+                                        r"abnormal_dir, allow_missing_masks, kind, mask_dir"):
+        index_folder(root, {"kind": "folder", "normal_dri": "good", "abnormal_dir": "broken"})
+    params = write_params({"run_datasets": ["hz"], "datasets": {"hz": {
+        "source": {"kind": "local", "path": str(root), "layout": {**layout, "mask_dri": "masks"}},
+        "crop": {"mode": "resize", "image_size": 32}}}})
+    assert main(["ingest", "--params", *map(str, params), "--dataset", "hz", "--out", str(tmp_path / "raw")]) == 2
+    assert "unknown key(s) mask_dri; allowed keys: abnormal_dir, allow_missing_masks, kind, mask_dir" in capsys.readouterr().err
+
+    (root / "masks/2.png").unlink()
+    with pytest.raises(UserError) as err:
+        index_folder(root, layout)
+    assert f"{root / 'broken/2.png'}: no mask named 2.* in {root / 'masks'} (expected {root / 'masks/2.png'}" in str(err.value)
+    frame = index_folder(root, {**layout, "allow_missing_masks": True, "normal_test_dir": "good_test"})
+    assert len(frame) == 8 and frame.set_index("source_id").loc["broken/2", "mask_path"] == ""  # label only
+    for f in (root / "good_test").iterdir():
+        f.unlink()
+    with pytest.raises(UserError, match=re.escape(f"{root / 'good_test'}: folder holds no images")):
+        index_folder(root, {**layout, "normal_test_dir": "good_test", "allow_missing_masks": True})
+
+
+def test_which_layouts_give_masks():
+    from cfgan.data.layouts import has_masks
+    assert has_masks({"kind": "mvtec"}) and has_masks({"kind": "folder", "mask_dir": "m"})
+    assert not has_masks({"kind": "folder", "normal_dir": "a", "abnormal_dir": "b"})
+    assert has_masks({"kind": "images_masks"}) and not has_masks({"kind": "class_folders", "classes": {"a": 0}})
+
+
+def test_the_documented_mvtec_and_folder_examples_ingest_as_written(tmp_path, write_params):
+    text = (ROOT / "docs" / "own-data.md").read_text()
+    section = text[text.index("## MVTec AD and anomalib Folder layouts"):text.index("## Explain one image")]
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    assert [next(iter(b["datasets"])) for b in blocks] == ["bottle", "hazelnut"]
+    _mvtec(tmp_path / "bottle")
+    hazelnut = tmp_path / "hazelnut"
+    for i in range(3):
+        _defect_photo(hazelnut / f"good/{i}.png", None, seed=i)
+        _defect_photo(hazelnut / f"crack/{i}.png", hazelnut / f"mask/crack/{i}.png", seed=20 + i)
+        _defect_photo(hazelnut / f"test_good/{i}.png", None, seed=10 + i)
+    for block, n in zip(blocks, (9, 9)):
+        name, ds = next(iter(block["datasets"].items()))
+        ds["source"]["path"] = str(tmp_path / name)  # only the folder differs from the docs
+        params = write_params({"run_datasets": [name], "datasets": {name: ds}})
+        _run("ingest", "--params", *params, "--dataset", name, "--out", tmp_path / "raw" / name)
+        index = pd.read_csv(tmp_path / "raw" / name / "index.csv", keep_default_na=False, dtype=str)
+        assert len(index) == n and (index["mask_path"] != "").sum() == (4 if name == "bottle" else 3)
+
+
+def test_mvtec_and_folder_layouts_with_masks_plan_the_mask_based_rows():
+    from cfgan.steps import has_masks
+    assert has_masks({"source": {"kind": "local", "layout": {"kind": "mvtec"}}})
+    assert has_masks({"source": {"kind": "local", "layout": {"kind": "folder", "normal_dir": "n", "abnormal_dir": "a", "mask_dir": "m"}}})
+    assert not has_masks({"source": {"kind": "local", "layout": {"kind": "folder", "normal_dir": "n", "abnormal_dir": "a"}}})
+    assert not has_masks({"source": {"kind": "local", "layout": {"kind": "class_folders", "classes": {"ok": 0, "bad": 1}}}})

@@ -69,7 +69,7 @@ def _experiment_commands() -> list[tuple[str, str]]:
     out = []
     for path in sorted(glob.glob("workflow/experiments/*.yaml")):
         text = open(path).read()
-        found = re.findall(r"snakemake --profile workflow/profiles/(\S+) --config experiment=(\S+) all", text)
+        found = re.findall(r"snakemake --profile workflow/profiles/(\S+) all --config experiment=(\S+)", text)
         assert found, f"{path}: its header names no command that runs it"
         out += found
     return out

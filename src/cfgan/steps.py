@@ -99,6 +99,6 @@ def select(params: dict, keys: list[str]) -> dict[str, Any]:
 
 def has_masks(dataset_cfg: dict) -> bool:
     """Whether a data set carries damage masks (so saliency IoU applies)."""
+    from .data.layouts import has_masks as layout_has_masks
     src = dataset_cfg["source"]
-    layout = src.get("layout", {})
-    return src["kind"] == "synthetic" or layout.get("kind") == "images_masks" or bool(layout.get("masks"))
+    return src["kind"] == "synthetic" or layout_has_masks(src.get("layout", {}))

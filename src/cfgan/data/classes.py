@@ -8,6 +8,8 @@ of three ways (ids: 0 is always "undamaged", defect types are 1..K):
   id of the name prefix they start with (the apples' `bruise_*.jpg`, `scab_*.jpg`).
 - `mask_classes: {1: inclusion, 2: patches, 3: scratches}`: masks whose pixel values are class
   ids (0 background); a tile takes the class of the defect it holds (see `tile_class`).
+- `kind: mvtec, defects: [crack, scratch], defect_classes: true`: MVTec AD's defect folders, ids
+  in the order `defects` lists them (listed, since run names are made before any image is read).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def _int_key(value, key: str) -> int:
 def defect_classes(layout: dict | None) -> dict[int, str]:
     """{id: name} of the defect classes a layout declares; {1: 'damaged'} for a binary one."""
     layout = layout or {}
+    if layout.get("kind") == "mvtec":
+        if not layout.get("defect_classes"):
+            return {1: "damaged"}
+        if not layout.get("defects"):
+            raise UserError("layout.defect_classes: true needs layout.defects, the defect folders of test/ in the order "
+                            "of their class ids 1..K (e.g. defects: [crack, scratch]): run names are made from them "
+                            "before any image is read")
+        return _checked({k: str(name) for k, name in enumerate(layout["defects"], 1)}, "layout.defects")
     if layout.get("mask_classes"):
         names = {_int_key(k, "layout.mask_classes"): str(v) for k, v in layout["mask_classes"].items()}
         return _checked(names, "layout.mask_classes")

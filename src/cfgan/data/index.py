@@ -23,16 +23,25 @@ import pandas as pd
 from ..errors import UserError
 from .classes import defect_classes, prefix_class, undeclared_ids
 from .images import describe_mode, probe, read_mask_values
-from .layouts import Found, scan_folder
+from .layouts import Found, parts, scan_folder
 from .mosaic import scan_mosaics
 
 COLUMNS = ["path", "label", "mask_path", "mask_min_value", "source_id", "box"]
+
+
+# notes that are warnings (files left out, labels in doubt): the acquisition steps also put them on the terminal
+WARNING_NOTES = ("masks without an image (ignored)", "images whose mask disagrees with their folder's class",
+                 "files that are not images (ignored)")
 
 
 @dataclass
 class Scan:
     frame: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [n for n in self.notes if n.startswith(WARNING_NOTES)]
 
 
 def index_folder(root: Path, layout: dict) -> pd.DataFrame:
@@ -70,46 +79,34 @@ def scan(root: Path, layout: dict) -> Scan:
                         f"non-zero value as a defect of that class; drop mask_min_value")
     if prefixes and layout["kind"] != "class_folders":
         raise UserError(f"{root}: layout.class_prefixes applies to class_folders layouts (kind is {layout['kind']!r})")
-    masks = layout.get("masks")
-    suffix, extension = layout.get("mask_suffix", ""), layout.get("mask_extension", ".png")
-    folders: list[tuple[Path, int | None, Path | None]] = []  # (folder, label, parallel mask folder)
-    problems: list[str] = []
-    if layout["kind"] == "class_folders":
-        classes = layout.get("classes") or {}
-        if not classes:
-            raise UserError(f"layout.classes: expected a mapping sub-folder -> class (0 undamaged, 1.. damaged) for {root}")
-        for folder, label in classes.items():
-            mask_dir = root / masks / folder if masks and masks != "beside" else None
-            folders.append((root / folder, label, mask_dir))
-    else:
-        img_dir = root / layout.get("images", "images")
-        masks = masks or "masks"  # images_masks: masks are required, in "masks" unless said otherwise
-        mask_dir = root / masks if masks != "beside" else None
-        for d in (img_dir, mask_dir):
-            if d is not None and not d.is_dir():
-                raise UserError(f"{d}: folder missing (layout kind images_masks expects images and masks)")
-        folders.append((img_dir, None, mask_dir))
-
-    found, extra = Found(), []
-    rows: list[tuple[Path, int | None, Path | None]] = []
-    for folder, label, mask_dir in folders:
+    found, extra, problems = Found(), [], []
+    rows: list[tuple[Path, int | None, Path | None]] = []  # (image, its folder's class or None, mask or None)
+    for part in parts(root, layout):
+        folder, masks, mask_dir = part.folder, part.masks, part.mask_dir
         if not folder.is_dir():
-            problems.append(f"{folder}: class folder missing (layout.classes names it)")
+            problems.append(f"{folder}: {part.what} missing ({part.named_by} names it)")
             continue
-        if label is not None and mask_dir is not None and not mask_dir.is_dir() and mask_dir.parent.is_dir():
-            # a parallel mask tree often covers the damaged classes only
-            part = scan_folder(folder, None, None, suffix, extension)
-            extra.append(f"{mask_dir}: no such folder, so the {len(part.pairs)} images of {folder.name}/ have no masks")
+        if mask_dir is not None and not mask_dir.is_dir():
+            if not part.optional_mask_dir:
+                problems.append(f"{mask_dir}: mask folder missing ({part.masks_named_by})")
+                continue
+            masks = None
+        piece = scan_folder(folder, masks, mask_dir if masks else None, part.suffix, part.extension)
+        if masks is None and part.masks is not None:
+            extra.append(f"{mask_dir}: no such folder, so the {len(piece.pairs)} images of {folder.name}/ have no masks")
+        if not piece.pairs and not piece.problems:
+            problems.append(f"{folder}: {part.what + ' ' if part.what else ''}holds no images")
+        problems += piece.problems
+        if part.required:  # one rule for every layout whose damaged images must come with a mask
+            where = mask_dir or folder
+            problems += [f"{f}: no mask named {f.stem}{part.suffix}.* in {where} (expected "
+                         f"{where / (f.stem + part.suffix + '.png')} or another image type){part.hint}"
+                         for f in piece.unpaired_images]
         else:
-            part = scan_folder(folder, masks, mask_dir, suffix, extension)
-        if not part.pairs and not part.problems:
-            problems.append(f"{folder}: {'class folder ' if label is not None else ''}holds no images")
-        problems += part.problems
-        for attr in ("unpaired_masks", "unpaired_images", "other_files"):
-            getattr(found, attr).extend(getattr(part, attr))
-        rows += [(image, label, mask) for image, mask in part.pairs]
-    if layout["kind"] == "images_masks":
-        problems += [f"{f}: no mask named {f.stem}{suffix}.* in {folders[0][2] or f.parent}" for f in found.unpaired_images]
+            found.unpaired_images.extend(piece.unpaired_images)
+        found.unpaired_masks.extend(piece.unpaired_masks)
+        found.other_files.extend(piece.other_files)
+        rows += [(image, part.label, mask) for image, mask in piece.pairs]
 
     records, modes, orientations, values = [], Counter(), Counter(), Counter()
     for path, label, mask in rows:
@@ -128,7 +125,7 @@ def scan(root: Path, layout: dict) -> Scan:
             v = read_mask_values(mask) if mask is not None else None  # decoded once: size, values, label
             if v is not None and (v.shape[1], v.shape[0]) != size:
                 problems.append(f"{mask}: mask is {(v.shape[1], v.shape[0])} but its image {path.name} is {size} "
-                                f"(width, height, as displayed after EXIF orientation)")
+                                f"(width, height, as displayed after EXIF orientation; the image: {path})")
                 continue
         except UserError as exc:
             problems.append(str(exc))
@@ -149,7 +146,7 @@ def scan(root: Path, layout: dict) -> Scan:
             elif label != int(damaged):
                 found.label_conflicts.append(path)
         record = {"path": str(path), "label": label, "mask_path": str(mask) if mask else "",
-                  "mask_min_value": min_value, "source_id": f"{path.parent.name}/{path.stem}"}
+                  "mask_min_value": min_value, "source_id": _source_id(path, root)}
         if multiclass:
             mask_decides = class_masks and v is not None
             record["defect_class"] = "" if mask_decides else defect
@@ -161,6 +158,15 @@ def scan(root: Path, layout: dict) -> Scan:
     if multiclass:
         notes.append(_class_note(frame, defects, values if class_masks else None))
     return Scan(frame, notes)
+
+
+def _source_id(path: Path, root: Path) -> str:
+    """The image's path under root without its extension: `ok/a`, `images/a`, `test/crack/000` (MVTec AD's
+    train/good/000 and test/good/000 are two images); an image outside root: `<folder>/<stem>`."""
+    try:
+        return path.relative_to(root).with_suffix("").as_posix()
+    except ValueError:
+        return f"{path.parent.name}/{path.stem}"
 
 
 def _class_note(frame: pd.DataFrame, classes: dict[int, str], values: Counter | None) -> str:
@@ -181,7 +187,7 @@ def _frame(records: list[dict], root: Path, layout: dict) -> pd.DataFrame:
     labels = set(frame["label"].dropna().astype(int))
     # With masks, crops get their labels from the masks (crop checks each split has both
     # classes); class folders and mosaics must hold both classes themselves.
-    if layout["kind"] in ("class_folders", "mosaic") and labels != {0, 1}:
+    if layout["kind"] in ("class_folders", "mosaic", "mvtec", "folder") and labels != {0, 1}:
         raise UserError(f"{root}: found only label(s) {sorted(labels)}; need undamaged (0) and damaged (1) images")
     return frame
 

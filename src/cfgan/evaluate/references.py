@@ -16,7 +16,7 @@ import torch
 from ..data.datasets import load_split, tasks
 from ..errors import UserError
 from ..metrics import NEARLY_ALL_PIXELS, binary_metrics, choose_form, choose_threshold
-from . import saliency
+from . import saliency, threshold_free
 from .tidy import tidy_frame
 
 N_EXAMPLES = 4
@@ -24,7 +24,9 @@ REFERENCES = "references"
 
 
 def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask, quantiles, note: str):
-    """Threshold chosen on val, per-crop and summary rows on test, for one method's maps."""
+    """Threshold chosen on val, per-crop and summary rows on test, for one method's maps, and the
+    threshold-free scores of the same test maps (evaluate/threshold_free.py: pixel AUROC, AUPRO up to
+    FPR 0.3, ODS and OIS at 2 px)."""
     t, val_iou = choose_threshold(val_maps, val_masks, quantiles)
     scores = saliency.score_test(test_maps[tmask], test_split.masks.numpy()[tmask], t)
     coverage = float(scores["coverage"].mean())
@@ -38,6 +40,8 @@ def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask
                  for path, v in zip(paths, scores[metric])]
         rows += [{"model": method, "metric": f"{metric}_{stat}", "condition": "test", "value": float(fn(scores[metric])), "note": note}
                  for stat, fn in (("mean", np.mean), ("median", np.median))]
+    free = threshold_free.map_scores(test_maps[tmask], test_split.masks.numpy()[tmask])
+    rows += [{"model": method, "metric": k, "condition": "test", "value": v, "note": note} for k, v in free.items()]
     rows += [{"model": method, "metric": "threshold", "condition": "val", "value": t, "note": note},
              {"model": method, "metric": "val_iou", "condition": "val", "value": val_iou, "note": note},
              {"model": method, "metric": "coverage", "condition": "test", "value": coverage, "note": note}]
@@ -53,13 +57,16 @@ def masked_splits(manifest: Path, defect: str | None = None):
 
 def run_classify_references(params, manifest: Path, dataset: str) -> pd.DataFrame:
     """The trivial classifiers on the test split: a collapsed model scores like one of these.
-    A constant prediction does not change under PGD or noise, so this also is their sweep."""
+    A constant prediction does not change under PGD or noise, so this also is their sweep. Their
+    `auroc` is 0.5 by construction (a constant score ranks no crop above another): the chance level
+    Table 2's learned AUROCs are read against."""
     frames = []
     for defect, run in tasks(manifest, REFERENCES):
         y = load_split(manifest, "test", defect=defect).labels.numpy()
         rows = [{"model": name, "metric": k, "condition": "test", "value": v, "note": "predicts one class for every crop"}
                 for name, constant in (("all_damaged", 1), ("all_undamaged", 0))
-                for k, v in binary_metrics(y, np.full_like(y, constant)).items()]
+                for k, v in {**binary_metrics(y, np.full_like(y, constant)),
+                             "auroc": threshold_free.image_auroc(y, np.full(len(y), float(constant)))}.items()]
         frames.append(tidy_frame(rows, dataset, run))
     return pd.concat(frames, ignore_index=True)
 

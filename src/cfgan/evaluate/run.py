@@ -21,7 +21,7 @@ from ..train.baselines import load_baseline
 from ..train.common import load_checkpoint
 from ..train.gan import load_gan
 from ..train.segmenters import load_segmenter, predict_masks
-from . import robustness, saliency, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
+from . import robustness, saliency, threshold_free, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
 from ..inference import predict, real_class_probs
 from .. import maps
 from ..metrics import binarize, binary_metrics, choose_form
@@ -149,8 +149,13 @@ def run_classify(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.D
                       seed=params["seed"])
         y = test.labels.numpy()
         models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_logits"]), "G": out["g_probs"]}
-        rows = [{"model": m, "metric": k, "condition": "test", "value": v}
-                for m, probs in models.items() for k, v in binary_metrics(y, probs.argmax(1).numpy()).items()]
+        # image AUROC ranks crops by the damaged-minus-undamaged logit (the damaged probability's ranking, without
+        # its float32 saturation at 0 and 1 tying the surest crops); G's head keeps only its probabilities
+        margin = out["d_logits"][:, 1] - out["d_logits"][:, 0]
+        scores = {"baseline": margin} if g is None else {"D": margin, "G": out["g_probs"][:, 1]}
+        rows = [{"model": m, "metric": k, "condition": "test", "value": v} for m, probs in models.items()
+                for k, v in {**binary_metrics(y, probs.argmax(1).numpy()),
+                             "auroc": threshold_free.image_auroc(y, scores[m].numpy())}.items()]
         return tidy_frame(rows, dataset, run, note=_run_note(ckpt, cx).lstrip("; "))
     return _per_task(manifest, ckpt["summary"]["run"], evaluate, cx)
 
@@ -198,7 +203,8 @@ def _fusion_rows(cf_val, cf_test, val, test, vmask, tmask, cfg: dict, note: str)
 
 def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
     """IoU and f1_tol2 per damaged test crop for a GAN run (counterfactual maps and Grad-CAM on
-    its D) or a supervised segmenter; thresholds chosen on val; per task on multi-class data."""
+    its D) or a supervised segmenter; thresholds chosen on val; per task on multi-class data. Beside
+    them the threshold-free pixel AUROC, AUPRO, ODS and OIS of the same maps (`saliency_rows`)."""
     cx = resolve(params)
     dev, bs, seed = cx.device, params["evaluate"]["batch_size"], params["seed"]
     cfg = params["evaluate"]["saliency"]

@@ -11,6 +11,9 @@ candidates to maximise the mean val IoU (ties go to the higher q, i.e. fewer pix
 threshold is then applied unchanged to test. A threshold relative to each map's own maximum
 would stretch a near-identity G's noise to full scale; a fixed one would favour one method's
 value range over another's.
+
+Beside these, scores that need no threshold (pixel AUROC, AUPRO, ODS and OIS) of the same test maps:
+evaluate/threshold_free.py.
 """
 
 from __future__ import annotations
@@ -104,6 +107,13 @@ def all_pixel_maps(shape: tuple) -> np.ndarray:
 
 # --- thresholds and scores ---------------------------------------------------------------------
 
+def tolerance_disk(tol: int = TOLERANCE_PX) -> np.ndarray:
+    """The offsets within `tol` px (Euclidean distance <= tol, what a distance transform would give):
+    the footprint of every tolerant score (`tolerant_f1`; ODS and OIS in evaluate/threshold_free.py)."""
+    yy, xx = np.mgrid[-tol:tol + 1, -tol:tol + 1]
+    return yy ** 2 + xx ** 2 <= tol ** 2
+
+
 def tolerant_f1(pred: np.ndarray, target: np.ndarray, tol: int = TOLERANCE_PX) -> float:
     """F1 of one crop's mask with a distance tolerance: a predicted pixel counts as correct when a
     true pixel lies within `tol` px, a true pixel as found when a predicted one does (thin cracks
@@ -113,8 +123,7 @@ def tolerant_f1(pred: np.ndarray, target: np.ndarray, tol: int = TOLERANCE_PX) -
         return 1.0
     if not pred.any() or not target.any():
         return 0.0
-    yy, xx = np.mgrid[-tol:tol + 1, -tol:tol + 1]
-    disk = yy ** 2 + xx ** 2 <= tol ** 2
+    disk = tolerance_disk(tol)
     precision = float((pred & ndimage.binary_dilation(target, disk)).sum() / pred.sum())
     recall = float((target & ndimage.binary_dilation(pred, disk)).sum() / target.sum())
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
