@@ -141,11 +141,11 @@ def test_the_readme_is_a_front_page_and_links_every_topic():
     assert len(lines) <= 220
     head = "\n".join(lines[:40])
     assert "arXiv 2310.00761" in head and "make demo" in head and "make test" in head
-    table = next(i for i, line in enumerate(lines) if line.startswith("| data set (profile), claim"))
+    table = next(i for i, line in enumerate(lines) if line.startswith("| data set (profile: experiment), claim"))
     assert table < 120 and "CrackForest" in lines[table + 2]
     assert "best configuration" in lines[table] and "the paper's configuration" in lines[table]  # every row beside the paper's
     targets = {t.partition("#")[0] for t in links(ROOT / "README.md")}
-    for topic in ("results", "method", "own-data", "data", "clusters", "trust", "speed", "workflow"):
+    for topic in ("results", "method", "own-data", "data", "clusters", "trust", "speed", "workflow", "code-map"):
         assert f"docs/{topic}.md" in targets, f"the README does not link docs/{topic}.md"
     assert {"LICENSE", "CITATION.cff"} <= targets
     picture = ROOT / "docs" / "fig4_saliency_tiny.png"
@@ -177,3 +177,39 @@ def test_the_checks_catch_what_they_claim_to(tmp_path):
     assert missing_paths("`workflow/profiles/tiny/params.yaml` `workflow/no_such_file.yaml` `results/x.csv`") == \
         ["workflow/no_such_file.yaml"]
     assert named_subcommands("`cfgan explain x` `cfgan --help` `cfgan <step>` `cfgan` `make`") == {"explain"}
+
+
+def test_the_code_map_names_every_step_with_modules_and_rules_that_exist():
+    import re
+    from cfgan.steps import STEP_KEYS
+    text = (ROOT / "docs/code-map.md").read_text()
+    named = set(re.findall(r"`([a-z-]+)`", text))
+    assert set(STEP_KEYS) - {"dvc-yaml"} <= named, set(STEP_KEYS) - named
+    modules = {m.removeprefix("src/cfgan/") for m in re.findall(r"`([a-z_/]+\.py)`", text)}
+    assert modules and all((ROOT / "src/cfgan" / m).is_file() for m in modules), [m for m in modules if not (ROOT / "src/cfgan" / m).is_file()]
+    for rule_file, rules in re.findall(r"`([a-z]+\.smk)`: ([a-z_, ]+)", text):
+        body = (ROOT / "workflow/rules" / rule_file).read_text()
+        assert all(re.search(rf"^(use )?rule {r.strip()}\b", body, re.M) for r in rules.split(",")), (rule_file, rules)
+
+
+def test_no_source_comment_carries_a_date():
+    """History belongs in docs/log/, not in the code (a file name or URL with a date is not history)."""
+    import re
+    dated = [f"{p.relative_to(ROOT)}:{n}" for p in (ROOT / "src/cfgan").rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"\b20\d\d-\d\d-\d\d\b", line) and "inception-2015" not in line]
+    assert not dated, dated
+
+
+def test_every_command_in_the_results_record_plans_as_written():
+    """docs/results.md names each table's command; each (profile, experiment) it names plans cleanly
+    with Snakemake (a dry run: no data needed), so a reader can rerun any published table."""
+    import subprocess
+    import sys
+    text = (ROOT / "docs/results.md").read_text()
+    commands = sorted(set(re.findall(r"snakemake --profile workflow/profiles/[a-z_-]+ all(?: --config experiment=[a-z0-9.-]+)?", text)))
+    assert len(commands) >= 5 and any("--config experiment=" in c for c in commands)
+    for command in commands:
+        proc = subprocess.run([sys.executable, "-m", *command.split(), "-n", "--quiet", "rules"], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, f"{command}: {proc.stderr[-1500:]}"

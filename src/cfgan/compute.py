@@ -15,7 +15,7 @@ any of them), and the VQ codebook distances disable autocast (models/quantize.py
 on a GPU: measured on a 2-core AMX CPU (benchmarks/README.md), one bf16 3x3 convolution ran 6.8x
 faster channels-last than channels-first, while fp32 ran slower channels-last (CNN UNet x ResNet18
 at 224 px: 36.3 vs 27.2 s per step). In fp32 on a CPU it depends on the models' width, so `auto`
-leaves it off there and a profile of narrow models sets `true`: on a 2-core AVX2 CPU (2026-12-03),
+leaves it off there and a profile of narrow models sets `true`: on a 2-core AVX2 CPU,
 the width-16 CNN UNet x ResNet3 step ran x1.19 faster channels-last at 32 px on one thread and
 x1.20 at 48 px on two, while params.yaml's width-64 models at 224 px ran x0.91 (slower).
 """
@@ -44,7 +44,7 @@ def cpu_has_native_bf16() -> bool:
     or AVX512-BF16 dot products (Intel Cooper Lake, AMD Zen 4 and later). Either beats fp32 several
     times; without both (AVX2 only) torch emulates bf16, tens of times slower than fp32. Measured on
     2 cores (benchmarks/README.md): AMX Xeon, 2048^3 matmul 2,369 GFLOP/s bf16 vs 374 fp32; AMD Zen 5
-    with AVX512-BF16 and no AMX (2026-12-04), 767.5 vs 188.0 and the CrackForest GAN step x2.0-2.5."""
+    with AVX512-BF16 and no AMX, 767.5 vs 188.0 and the CrackForest GAN step x2.0-2.5."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     if all(probes):
         try:
@@ -169,7 +169,7 @@ def image_layers_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
     Why: bf16 keeps 8 significant bits, so an image value in [0.5, 1) is rounded to a step of
     1/256, and a counterfactual that changes pixels by less than that reaches D's first convolution
-    unchanged. In every model (`true`; CrackForest val, three seeds, 400 steps, 2026-12-02) D's F1
+    unchanged. In every model (`true`; CrackForest val, three seeds, 400 steps) D's F1
     rose above fp32's but G changed images three times as much and the maps fell (0.177 against
     0.271 in fp32). In D (and its twin) only (`discriminator`) the published CrackForest
     configuration at 400 steps, five seeds, matches fp32 on every val measure within one fp32 sd
@@ -194,7 +194,7 @@ def _fp32_forward(forward):
 @functools.cache  # once per process
 def warn_emulated_bf16() -> None:
     """Once per process, on stderr: bf16 asked for on a CPU without native bf16 (AMX or AVX512-BF16). There
-    torch emulates bf16 products with conversions (measured 2026-12-03 on a 2-core AMD EPYC with
+    torch emulates bf16 products with conversions (measured on a 2-core AMD EPYC with
     AVX2 only: a 1024 x 1024 matmul at 0.9 GFLOP/s in bf16 against 52 in fp32), so a run is tens of
     times slower than at fp32. A warning, not an error: bf16 may be wanted to repeat a bf16
     machine's numbers."""

@@ -19,7 +19,7 @@ from .errors import UserError
 
 METHODS: dict[str, dict] = {
     "paper": {},
-    # chosen on CrackForest val, 2026-12-02 (docs/method.md, "Issue 23: the search on val"):
+    # chosen on CrackForest val (docs/log/method-search.md, "the search on val, and the method roundtrip"):
     "roundtrip": {
         "train": {"loss": {"pixel_cycle": 1.0}},          # |G(G(x)) - x|: artefacts of every class pay twice
         "evaluate": {"saliency": {
@@ -31,7 +31,7 @@ METHODS: dict[str, dict] = {
 }
 # roundtrip plus a light R1 penalty on real crops (train.loss.r1 0.05, paid every 4th D update):
 # on CrackForest val, three seeds at 800 steps, against roundtrip: maps' IoU 0.361 vs 0.342, D F1
-# 0.827 vs 0.792, D's F1 under PGD 0.002 0.155 vs 0.007 (docs/method.md, "Issue 23 (2026-12-02, later)")
+# 0.827 vs 0.792, D's F1 under PGD 0.002 0.155 vs 0.007 (docs/log/method-search.md, "R1, DiffAugment and D's warm start")
 METHODS["roundtrip-r1"] = {"train": {**METHODS["roundtrip"]["train"], "loss": {**METHODS["roundtrip"]["train"]["loss"], "r1": 0.05},
                                      "r1_every": 4},
                            "evaluate": METHODS["roundtrip"]["evaluate"]}

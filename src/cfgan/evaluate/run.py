@@ -47,7 +47,7 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
             note += f"; evaluated on CPU {here['cpu']}"
         elif trained.get("cpu") == here["cpu"]:
             note += f"; CPU {here['cpu']}"
-        else:  # checkpoints before 2026-12-05 do not record their CPU
+        else:  # checkpoints of older code do not record their CPU
             note += f"; trained on CPU {trained.get('cpu', 'not recorded')}, evaluated on CPU {here['cpu']}"
     if ckpt.get("summary", {}).get("val_maps", {}).get("selected_on") == "val_map_iou":
         tolerance = ckpt["summary"]["val_maps"].get("tolerance")

@@ -31,13 +31,13 @@ def _examples(path: Path, defect: str | None, keys: tuple[str, ...]) -> dict:
         return {k: f[k + tag] for k in keys}
 
 
-# What a method's maps were when the examples file names no choice: one candidate, or a file from before 2026-12-02
+# What a method's maps were when the examples file names no choice: one candidate, or a file of older code
 DEFAULT_FORMS = {"counterfactual": "abs", "gradcam": "per_crop"}
 
 
 def _chosen_forms(path: Path, defects: list[str | None], method: str) -> list[str]:
     """The map forms a saliency examples file says were chosen on val; where it names none (a single candidate, or a
-    file from before 2026-12-02), the method's default: the paper's abs, pytorch-grad-cam's per-crop scaling."""
+    file of older code), the method's default: the paper's abs, pytorch-grad-cam's per-crop scaling."""
     default = DEFAULT_FORMS.get(method, "abs")
     with np.load(path) as f:
         return sorted({str(f[key]) if (key := f"{method}_form" + (f"__{d}" if d else "")) in f else default for d in defects})
