@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench perf faults clean-results which-python
+.PHONY: setup demo test test-fast results bench perf faults clean-results which-python
 
 which-python:  ## the interpreter `make setup` would build .venv with
 	@test -n "$(PY)" || { echo "no Python 3.11 to 3.13 found (tried: $(PY_CANDIDATES)); install one or pass PY=/path/to/python" >&2; exit 1; }
@@ -35,6 +35,9 @@ test: setup  ## every test, the slow end-to-end ones included
 
 test-fast: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not slow"
+
+results: setup  ## the README's headline results and docs/results.md's current tables, from the runs published in docs/runs/ (cfgan publish)
+	$(BIN)/cfgan results-tables --runs docs/runs --readme README.md --results-md docs/results.md
 
 bench: setup  ## wall time of the tiny profile, end to end
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/tiny_wall_time.py

@@ -59,10 +59,18 @@ def copy_project(dest: Path, with_dvc: bool) -> Path:
 
 
 def finals(work: Path) -> dict[str, bytes]:
-    """What the comparison covers: every table (CSV and Markdown) and the metrics."""
+    """What the comparison covers: every table (CSV and Markdown) and the metrics, without metrics.json's
+    `provenance` (its date and the checkout's commit say when and from where, and differ between the runs)."""
     res = work / "results/synthetic/base"
     paths = sorted((res / "tables").glob("*")) + [res / "metrics.json"]
-    return {str(p.relative_to(work)): p.read_bytes() for p in paths if p.is_file()}
+
+    def content(p: Path) -> bytes:
+        if p.name != "metrics.json":
+            return p.read_bytes()
+        metrics = json.loads(p.read_text())
+        metrics.pop("provenance", None)
+        return json.dumps(metrics, sort_keys=True).encode()
+    return {str(p.relative_to(work)): content(p) for p in paths if p.is_file()}
 
 
 def half_written(work: Path) -> list[str]:

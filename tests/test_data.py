@@ -78,20 +78,29 @@ def _thin_line_index(tmp_path, side=256, width=3):
     return pd.DataFrame(rows)
 
 
-def test_crop_says_before_training_when_a_resize_leaves_defects_too_thin_and_which_tiling_keeps_them(tmp_path, capsys):
+def test_crop_stops_before_training_when_a_resize_leaves_defects_too_thin_and_names_the_tiling_that_keeps_them(tmp_path, capsys):
+    import json
     index = _thin_line_index(tmp_path)
-    crop_split(index, tmp_path / "out", {"mode": "resize", "image_size": 32}, seed=0)
-    said = capsys.readouterr().out
-    # 256 -> 32 px shrinks the 3 px scratch to 0.4 px: all three damaged crops are affected
-    assert "WARNING crop: 3 of 3 damaged crops (100%)" in said and "too small to learn" in said
-    assert "A tiling keeps them: crop: {mode: tile, crop_size: 88, stride: 44, image_size: 32}" in said
+    # 256 -> 32 px shrinks the 3 px scratch to 0.4 px: all three damaged crops are affected, so the step stops
+    with pytest.raises(UserError, match=r"3 of 3 damaged crops \(100%\) keep a defect .* too small to learn") as err:
+        crop_split(index, tmp_path / "out", {"mode": "resize", "image_size": 32}, seed=0, dataset="mine")
+    said = str(err.value)
+    assert ("A tiling keeps more of them: crop: {mode: tile, crop_size: 88, stride: 44, image_size: 32, "
+            "damaged_min_fraction: 0.016} (tried on these images: 0% of its 24 damaged crops too small, against 100% now)") in said
+    assert "datasets.mine.crop.allow_small_defects: true" in said
+    assert not (tmp_path / "out").exists()  # stopped before writing anything
+    # allowed: cropped as asked, the warning on stderr and in warnings.json with the tiling
+    crop_split(index, tmp_path / "allowed", {"mode": "resize", "image_size": 32, "allow_small_defects": True}, seed=0)
+    assert "WARNING crop: 3 of 3 damaged crops (100%)" in capsys.readouterr().err
+    [saved] = json.loads((tmp_path / "allowed/warnings.json").read_text())["warnings"]
+    assert saved["kind"] == "small_defects" and saved["share"] == 1 and saved["suggestion"]["crop_size"] == 88
     # the tiling it names does keep them: no warning there
-    crop_split(index, tmp_path / "tiled", {"mode": "tile", "crop_size": 88, "stride": 44, "image_size": 32,
-                                           "damaged_min_fraction": 0.01}, seed=0)
-    assert "WARNING" not in capsys.readouterr().out
+    crop_split(index, tmp_path / "tiled", saved["suggestion"], seed=0)
+    assert "WARNING" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "tiled/warnings.json").read_text()) == {"warnings": []}
     # defects well above the limits: silent
     crop_split(_thin_line_index(tmp_path, width=40), tmp_path / "wide", {"mode": "resize", "image_size": 32}, seed=0)
-    assert "WARNING" not in capsys.readouterr().out
+    assert "WARNING" not in capsys.readouterr().err
 
 
 def test_defect_size_reads_a_line_s_width_and_area():

@@ -28,6 +28,20 @@ FACTORIES = {"zeros", "ones", "full", "rand", "randn", "randint", "arange", "emp
 
 # (file, enclosing function, the call as ast.unparse writes it) -> why it is CPU-side by design
 ALLOWED = {
+    ("train/posthoc.py", "*", "torch.arange(start, min(start + batch_size, len(split)))"):
+        "indices into the CPU-held split; split.batch(idx, device) moves the crops",
+    ("train/posthoc.py", "validate", "torch.arange(start, min(start + batch_size, len(val)))"):
+        "indices into the CPU-held split; val.batch(idx, device) moves the crops",
+    ("train/posthoc.py", "colour_distance", "torch.as_tensor(calibration['colour_mean'])"):
+        "calibration statistics applied to colour statistics of images on the CPU (results go to numpy)",
+    ("train/posthoc.py", "colour_distance", "torch.as_tensor(calibration['colour_std'])"):
+        "calibration statistics applied to colour statistics of images on the CPU (results go to numpy)",
+    ("evaluate/attributions.py", "attribution_maps", "torch.arange(start, min(start + batch_size, len(split)))"):
+        "indices into the CPU-held split; split.batch(idx, device) moves the crops",
+    ("evaluate/model_maps.py", "_tensor", "torch.as_tensor(idx, dtype=torch.long)"):
+        "indices of a crop subset, used to index the CPU-held split",
+    ("evaluate/references.py", "_subset_rows", "torch.as_tensor(tsub)"):
+        "indices of a crop subset, used to index the CPU-held split",
     ("train/common.py", "batch_indices", "torch.full((len(classes),), batch_size // len(classes))"):
         "per-class counts of a batch, drawn on the CPU like the indices into the CPU-held split",
     ("train/segmenters.py", "predict_masks", "torch.arange(start, min(start + batch_size, len(split)))"):

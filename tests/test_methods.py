@@ -115,3 +115,49 @@ def test_an_overlay_names_itself_leaves_the_crops_alone_and_must_be_passed(tmp_p
     params.write_text(open("params.yaml").read().replace("experiment: base", "experiment: r1"))
     with pytest.raises(UserError, match="workflow/experiments/r1.yaml"):
         load_params([params, profile[1]])
+
+def _configurations():
+    """(name, merged params, the method its files name) of params.yaml, of every profile, and of every
+    experiment over every profile (issue 46: the rules below hold for any pairing, not only the published ones)."""
+    import glob
+    from pathlib import Path
+    from cfgan.errors import UserError
+    profiles = [("params.yaml", ["params.yaml"])]
+    for cfg in sorted(glob.glob("workflow/profiles/*/config.yaml")):
+        files = yaml.safe_load(open(cfg)).get("configfile")
+        if files:
+            profiles.append((Path(cfg).parent.name, files if isinstance(files, list) else [files]))
+    out = []
+    for name, files in profiles:
+        out.append((name, files))
+        out += [(f"{name} + {Path(e).stem}", [*files, e]) for e in sorted(glob.glob("workflow/experiments/*.yaml"))]
+    for name, files in out:
+        try:
+            params = load_params(files)
+        except UserError:
+            assert "+" in name, name  # a profile itself must load; an experiment may not suit every profile
+            continue
+        method = next((m for f in reversed(files) if (m := (yaml.safe_load(open(f)) or {}).get("method"))), "paper")
+        yield name, params, method
+
+
+def test_the_papers_configurations_score_the_raw_map_and_segmenters_train_as_long_as_the_gan():
+    """Issue 46: every configuration whose method is the paper's (`paper`, `paper-1800` over the crackforest
+    profile's 1 px blur, ...) scores the paper's raw map, one pass; and wherever a supervised segmenter is
+    trained, it trains at least as many steps as the GAN it is compared with (a shorter one would flatter G's maps)."""
+    from cfgan.steps import has_masks
+    from cfgan.train.gan import train_config
+    named = {f"{profile} + {name}" for profile, name in _experiment_commands()}
+    seen = set()
+    for name, params, method in _configurations():
+        seen.add(name)
+        saliency = params["evaluate"]["saliency"]
+        masked = [ds for ds in params["run_datasets"] if has_masks(params["datasets"][ds])]
+        if method == "paper" and masked:  # (without masks no map is scored)
+            assert saliency["smooth_sigma"] == 0, f"{name}: method paper blurs its maps ({saliency['smooth_sigma']} px)"
+            assert saliency.get("turns", [1]) == [1], f"{name}: method paper averages its maps over turns {saliency['turns']}"
+        if params["segmenter"]["architectures"]:
+            for ds in masked:
+                gan = train_config(params, ds)["steps"]
+                assert params["segmenter"]["steps"] >= gan, f"{name}: segmenter {params['segmenter']['steps']} steps < GAN {gan} on {ds}"
+    assert named <= seen and {"crackforest + paper", "crackforest + paper-1800", "crackforest + r1-1800", "neu"} <= seen

@@ -198,7 +198,7 @@ def test_the_steps_write_image_auroc_and_threshold_free_rows(small_manifest, tmp
     refs = run_classify_references({}, manifest, "synthetic")
     assert (refs[refs["metric"] == "auroc"]["value"] == 0.5).all() and len(refs[refs["metric"] == "auroc"]) == 2
     sal = run_saliency_references(load_params([ROOT / "params.yaml"]), manifest, "synthetic", tmp_path / "sal.npz")
-    free = sal[sal["metric"].isin(tf.METRICS)].pivot(index="model", columns="metric", values="value")
+    free = sal[sal["metric"].isin(tf.METRICS) & (sal["condition"] == "test")].pivot(index="model", columns="metric", values="value")
     assert set(free.index) == {"local_contrast", "random", "all_pixels"} and set(free.columns) == set(tf.METRICS)
     assert free.loc["random", "pixel_auroc"] == pytest.approx(0.5, abs=0.05)
     assert free.loc["all_pixels", "pixel_auroc"] == 0.5 and free.loc["all_pixels", "aupro_fpr30"] == pytest.approx(0.15)

@@ -259,3 +259,16 @@ def test_same_photos_negatives_keep_only_undamaged_crops_of_the_tasks_photos(tmp
         load_split(manifest, "val", defect="inclusion", negatives="same_photos")
     with pytest.raises(UserError, match="train.negatives: 'some'"):
         load_split(manifest, "train", negatives="some")
+
+
+def test_an_undamaged_tile_of_a_class_id_mask_gets_an_empty_mask_not_every_pixel():
+    """A class-id mask's background is 0: the undamaged tile's binary mask was `m == 0`, every pixel
+    damaged, so the supervised segmenters learnt 'all damage' from every undamaged crop."""
+    import numpy as np
+    from cfgan.data.crop import _crop_label
+    background = np.zeros((8, 8), dtype=np.uint8)
+    label, defect, mask = _crop_label(background, 1, 1, 0.01, [1, 2, 3], tiled=True)
+    assert (label, defect) == (0, 0) and mask.dtype == bool and not mask.any()
+    scratch = background.copy(); scratch[2:6, 3] = 3
+    label, defect, mask = _crop_label(scratch, 1, 3, 0.01, [1, 2, 3], tiled=True)
+    assert (label, defect) == (1, 3) and mask.sum() == 4

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from . import cpu
 from .config import load_params
+from .console import log_to, say, warn
 from .errors import UserError
 from .io import atomic_path, write_csv
 from .steps import STEP_KEYS, keys_for, select
@@ -57,9 +59,12 @@ def cmd_synthetic(args):
     print(f"wrote {len(frame)} synthetic source images to {out}")
 
 
-def _print_scan(result) -> None:
+def _print_scan(result, step: str) -> None:
     for note in result.notes:
-        print(note)
+        if note in result.warnings:
+            warn(step, note)  # the log and the terminal
+        else:
+            print(note)
 
 
 def _same_as_before(index_csv: Path, digest: str) -> str:
@@ -111,7 +116,7 @@ def cmd_download(args):
         same = _same_as_before(out / "index.csv", given.sha256)
         if same:
             print(f"{given.name}: {same}")
-    _print_scan(result)
+    _print_scan(result, "download")
     write_csv(out / "index.csv", frame)
     print(f"indexed {len(frame)} images of {args.dataset} in {out / 'index.csv'}")
 
@@ -121,7 +126,7 @@ def cmd_ingest(args):
     p = _params(args, "ingest", args.dataset)
     src = _source(p, args.dataset, "local")
     result = scan(Path(src["path"]), src["layout"])
-    _print_scan(result)
+    _print_scan(result, "ingest")
     frame = result.frame
     write_csv(Path(args.out) / "index.csv", frame)
     print(f"indexed {len(frame)} images from {src['path']} ({int(frame['label'].sum())} damaged)")
@@ -146,7 +151,7 @@ def cmd_crop(args):
     with atomic_path(out, is_dir=True) as tmp:
         ds = p["datasets"][args.dataset]
         mask_classes = ds.get("source", {}).get("layout", {}).get("mask_classes")
-        manifest = crop_split(index, tmp, ds["crop"], p["seed"], mask_classes)
+        manifest = crop_split(index, tmp, ds["crop"], p["seed"], mask_classes, args.dataset)
         manifest.to_csv(tmp / "manifest.csv", index=False)
     by = ["split", "defect_class" if "defect_class" in manifest.columns else "label"]
     print(manifest.groupby(by).size().rename("crops").to_string())
@@ -169,10 +174,25 @@ def cmd_train_baseline(args):
     print(f"{s['run']}: best val F1 {s['val_f1']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
 
 
+def cmd_train_unet_classifier(args):
+    from .train.unet_classifier import train_unet_classifier
+    s = train_unet_classifier(_params(args, "train-unet-classifier"), Path(args.manifest), args.generator, Path(args.out), args.seed)
+    print(f"{s['run']}: best val F1 {s['val_f1']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
+
+
 def cmd_train_segmenter(args):
     from .train.segmenters import train_segmenter
     s = train_segmenter(_params(args, "train-segmenter"), Path(args.manifest), args.arch, Path(args.out), args.seed)
     print(f"{s['run']}: best val IoU {s['val_iou']:.3f} at step {s['best_step']}; checkpoint in {args.out}")
+
+
+def cmd_train_posthoc(args):
+    from .train.posthoc import train_posthoc
+    s = train_posthoc(_params(args, "train-posthoc"), Path(args.manifest), Path(args.out), args.seed, args.classifier)
+    print(f"{s['run']}: explains {s['classifier']}; selected step {s['best_step']} (val keep/flip score {s['val_score']:.3f}, "
+          f"Ga flips {s['val']['val_flip']:.1%}, Gs keeps {s['val']['val_keep']:.1%}); checkpoint in {args.out}")
+    if s["collapse"]:
+        print(f"{s['run']} COLLAPSED: " + "; ".join(s["collapse"]))
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -238,14 +258,58 @@ def cmd_saliency_references(args):
 
 def cmd_report(args):
     from .report.build import build_report
-    written = build_report(_params(args, "report"), Path(args.evaluations), Path(args.out))
+    written = build_report(_params(args, "report"), Path(args.evaluations), Path(args.out), params_files=args.params)
     print("tables and figures:\n  " + "\n  ".join(map(str, written)))
 
 
+def cmd_publish(args):
+    from .report.publish import publish
+    record = publish(Path(args.results), args.command, Path(args.out), args.force)
+    prov = record["metrics"]["provenance"]
+    print(f"wrote {args.out}: {record['dataset']}: {record['experiment']}, seeds {prov['seeds']}, commit {prov['commit']}, "
+          f"{len(record['table5_segmentation'])} map rows, {len(record['table2_classification'])} classifier rows; "
+          "`make results` writes its numbers into README.md and docs/results.md")
+
+
+def cmd_results_tables(args):
+    from .report.results_tables import results_tables
+    diffs = results_tables(Path(args.runs), Path(args.readme), Path(args.results_md), check=args.check)
+    if args.check and diffs:
+        print("".join(diffs))
+        print(f"cfgan results-tables: {len(diffs)} file(s) differ from the published runs in {args.runs} (a number typed "
+              "into a generated block, or runs published since): run `make results`", file=sys.stderr)
+        raise SystemExit(1)
+    print(("rewrote " + ", ".join(d.splitlines()[0].removeprefix("--- ").removesuffix(" (as it is)") for d in diffs)) if diffs
+          else f"README and results page {'match' if args.check else 'already match'} the published runs in {args.runs}")
+
+
 def cmd_explain(args):
+    from .explain_posthoc import explain_posthoc, is_posthoc
+    if is_posthoc(args.run):  # Charachon et al.'s explainer of a frozen classifier (cfgan train-posthoc)
+        if any(Path(p).is_dir() for p in args.images):
+            raise UserError("a folder of images (the gallery page) is not supported for a post-hoc explainer yet; give the image files")
+        written = explain_posthoc(args.run[0], args.images, Path(args.out), args.force, args.form, args.classifier)
+        print("wrote:\n  " + "\n  ".join(map(str, written)))
+        return
+    if args.classifier:
+        raise UserError(f"--classifier {args.classifier}: explains with a post-hoc explainer trained for that classifier "
+                        f"(cfgan train-posthoc); --run {' '.join(args.run)} is not one")
+    if any(Path(p).is_dir() for p in args.images):  # a folder: every image under it, and a page to look through them
+        from .report.gallery import explain_folder
+        page, written = explain_folder(args.run, args.images, Path(args.out), args.force, form=args.form)
+        print(f"wrote {len(written)} files into {args.out}; the gallery: {page.resolve().as_uri()}")
+        return
     from .explain import explain
     written = explain(args.run, args.images, Path(args.out), args.force, form=args.form)
     print("wrote:\n  " + "\n  ".join(map(str, written)))
+
+
+def cmd_export(args):
+    from .export import export
+    meta = export(args.run, args.format, Path(args.out), args.force, form=args.form, saliency=args.saliency)
+    print(f"wrote {args.out} ({args.format}, run {meta['run']}, input N x 3 x {meta['image_size']} x {meta['image_size']} "
+          f"float32 in [0, 1]; largest difference from the PyTorch model on its check images: "
+          f"{max(meta['check'].get('max_abs_diff', {}).values(), default=float('nan')):.2g})")
 
 
 def cmd_dvc_yaml(args):
@@ -262,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     def step(name, func, help, *opts):
         sp = sub.add_parser(name, help=help)
         sp.add_argument("--params", nargs="+", default=["params.yaml"], help="params files, later override earlier")
+        sp.add_argument("--log", help="write the step's output to this file (as Snakemake's log:); its warnings and "
+                        "the error that stops it also reach the terminal")
         for opt in opts:
             sp.add_argument(f"--{opt}", required=True, type=int if opt == "seed" else str)
         sp.set_defaults(func=func)
@@ -274,7 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     step("crop", cmd_crop, "tile or resize the split images into crops + manifest", "dataset", "split-index", "out")
     step("train", cmd_train, "train one GAN run {generator}-{discriminator}-c{cycles}-s{seed}", "manifest", "dataset", "run", "out")
     step("train-baseline", cmd_train_baseline, "train the plain 2-class classifier", "manifest", "backbone", "seed", "out")
+    step("train-unet-classifier", cmd_train_unet_classifier, "train the generator's architecture as a plain classifier "
+         "(its auxiliary head alone, no adversary)", "manifest", "generator", "seed", "out")
     step("train-segmenter", cmd_train_segmenter, "train a supervised segmenter on the masks", "manifest", "arch", "seed", "out")
+    ph = step("train-posthoc", cmd_train_posthoc, "train a post-hoc explainer (Charachon et al.: a similar and an adversarial "
+              "generator) of a frozen classifier", "manifest", "seed", "out")
+    which = ph.add_mutually_exclusive_group(required=True)
+    which.add_argument("--classifier", help="a plain twin's checkpoint (results/<ds>/baselines/<backbone>-s<seed>/checkpoint.pt)")
+    which.add_argument("--classifier-spec", action="store_true", help="your own classifier, as params' posthoc.classifier "
+                       "describes it ({kind: torchscript, path: ...} or {kind: timm, arch: ..., weights: ...}; docs/own-data.md)")
     step("fid-real", cmd_fid_real, "Inception features of the real test crops (once per data set)", "manifest", "out")
     step("fid", cmd_fid, "FID of counterfactuals (full / und. / dam.)", "manifest", "checkpoint", "real-features",
          "dataset", "out", "examples")
@@ -298,23 +372,57 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a trained run folder (results/<ds>/runs/<run>) or its checkpoint.pt; multi-class data: "
                          "--run once per one-vs-rest run, or once with the configuration's name without -k "
                          "(e.g. results/<ds>/runs/cnn_unet-resnet3-c1-s0)")
-    ex.add_argument("images", nargs="+", help="image files")
+    ex.add_argument("images", nargs="+", help="image files, or folders: every image under them (recursively), and a "
+                    "gallery page OUT/index.html to look through them in a browser")
     ex.add_argument("--out", default="explanations", help="output folder (default: explanations/)")
     ex.add_argument("--force", action="store_true", help="overwrite earlier explanations of the same names")
     ex.add_argument("--form", default="abs", help="the saliency map's form: abs (the paper's |x - G(x)|, default), dark, bright, "
                     "both, each also with -decast, and +turns8 etc. (G's output averaged over the crop's turns); the saliency table's note names the one chosen on val")
+    ex.add_argument("--classifier", help="with --run a post-hoc explainer's folder (cfgan train-posthoc): the file of your "
+                    "classifier it was trained for, where it is now (checked by sha256; default: where it was in training)")
     ex.set_defaults(func=cmd_explain)
+    xp = sub.add_parser("export", help="a trained run's D, G and saliency map as one TorchScript or ONNX file, metadata inside")
+    xp.add_argument("--run", required=True, help="a trained run folder (results/<ds>/runs/<run>) or its checkpoint.pt")
+    xp.add_argument("--format", required=True, help="torchscript or onnx (onnx needs: pip install 'cfgan[export]')")
+    xp.add_argument("--out", required=True, help="the file to write (e.g. model.onnx, model.pt)")
+    xp.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    xp.add_argument("--form", default="abs", help="the saliency map's form, as for explain (default abs, the paper's "
+                    "|x - G(x)|), or val: the form the saliency step chose on val")
+    xp.add_argument("--saliency", default=None, help="the run's saliency evaluation CSV, for the threshold chosen on val "
+                    "(default: results/<ds>/evaluations/saliency/<run>.csv beside the run)")
+    xp.set_defaults(func=cmd_export)
+    pb = sub.add_parser("publish", help="one finished run's metrics and headline numbers as one JSON file "
+                        "(docs/runs/<dataset>/<experiment>.json), which `cfgan results-tables` reads")
+    pb.add_argument("--results", required=True, help="the results folder, results/<dataset>/<experiment>")
+    pb.add_argument("--command", required=True, help="the command that made the run, e.g. \"snakemake --profile "
+                    "workflow/profiles/crackforest all --config experiment=r1-1800\" (no step can know it)")
+    pb.add_argument("--out", required=True, help="the file to write: docs/runs/<dataset>/<experiment>.json")
+    pb.add_argument("--force", action="store_true", help="replace an existing --out")
+    pb.set_defaults(func=cmd_publish)
+    rt = sub.add_parser("results-tables", help="write the README's headline results and docs/results.md's current "
+                        "tables (between their markers) from the published runs (`make results`)")
+    rt.add_argument("--runs", default="docs/runs", help="the published runs' folder (default: docs/runs)")
+    rt.add_argument("--readme", default="README.md", help="default: README.md")
+    rt.add_argument("--results-md", default="docs/results.md", help="default: docs/results.md")
+    rt.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff where a file differs "
+                    "from what would be written (CI: a number typed into a generated block)")
+    rt.set_defaults(func=cmd_results_tables)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cpu.tune()
-    try:
-        args.func(args)
-    except UserError as exc:
-        print(f"cfgan {args.step}: error: {exc}", file=sys.stderr)
-        return 2
+    with log_to(getattr(args, "log", None)):
+        cpu.tune()
+        try:
+            args.func(args)
+        except UserError as exc:
+            say(f"cfgan {args.step}: error: {exc}")  # the log, and the terminal under --log
+            return 2
+        except BaseException:
+            if getattr(args, "log", None):
+                traceback.print_exc()  # into the log; the terminal gets it as the exception leaves
+            raise
     return 0
 
 

@@ -263,5 +263,18 @@ def baseline_runs(params: dict) -> list[str]:
     return [f"baseline-{b}-s{s}" for b in params["grid"]["discriminators"] for s in grid_seeds(params)]
 
 
+def unet_classifier_runs(params: dict) -> list[str]:
+    """The non-adversarial UNet classifiers (G's architecture trained as a plain classifier): one per
+    generator of the grid and seed."""
+    return [f"unet_classifier-{g}-s{s}" for g in params["grid"]["generators"] for s in grid_seeds(params)]
+
+
+def posthoc_runs(params: dict) -> list[str]:
+    """The post-hoc explainers (Charachon et al.), one per plain twin, named after it; none unless `posthoc.enabled`."""
+    if not params.get("posthoc", {}).get("enabled", False):
+        return []
+    return [f"posthoc-{b}-s{s}" for b in params["grid"]["discriminators"] for s in grid_seeds(params)]
+
+
 def segmenter_runs(params: dict) -> list[str]:
     return [f"segmenter-{a}-s{s}" for a in params["segmenter"]["architectures"] for s in grid_seeds(params)]

@@ -15,7 +15,8 @@ import yaml
 
 from .code_deps import dvc_deps
 from .config import (BASE_EXPERIMENT, baseline_runs, deep_merge, experiment_of, grid_runs, grid_seeds, multiclass_runs, read_yaml,
-                     results_dir, segmenter_runs)
+                     results_dir, segmenter_runs, unet_classifier_runs)
+from .config import posthoc_runs
 from .steps import has_key, has_masks, key_spec, keys_for, present_keys
 
 
@@ -81,6 +82,12 @@ def build(files: list[str], wdir: str | None) -> dict:
         stage(f"train_baseline_{ds}", f"cfgan train-baseline --params {P} --manifest {manifest} --backbone ${{item.backbone}} "
               f"--seed ${{item.seed}} --out {base_dir}", [f"data/processed/{ds}"], [f"{base_dir}/checkpoint.pt", f"{base_dir}/log.csv"],
               "train-baseline", matrix={"backbone": backbones, "seed": seeds})
+        generators = merged["grid"]["generators"]
+        unet_dir = f"{r}/unet_classifiers/${{item.generator}}-s${{item.seed}}"
+        stage(f"train_unet_classifier_{ds}", f"cfgan train-unet-classifier --params {P} --manifest {manifest} "
+              f"--generator ${{item.generator}} --seed ${{item.seed}} --out {unet_dir}", [f"data/processed/{ds}"],
+              [f"{unet_dir}/checkpoint.pt", f"{unet_dir}/log.csv"], "train-unet-classifier",
+              matrix={"generator": generators, "seed": seeds})
         ev = f"{r}/evaluations"
         ckpt_gan = f"{r}/runs/${{item.run}}/checkpoint.pt"
         common = f"--params {P} --manifest {manifest} --dataset {ds}"
@@ -100,6 +107,11 @@ def build(files: list[str], wdir: str | None) -> dict:
                   f"--out {ev}/{kind_dir}/baseline-${{item.backbone}}-s${{item.seed}}.csv", [f"data/processed/{ds}", ckpt_base],
                   [f"{ev}/{kind_dir}/baseline-${{item.backbone}}-s${{item.seed}}.csv"], step,
                   matrix={"backbone": backbones, "seed": seeds})
+            ckpt_unet = f"{unet_dir}/checkpoint.pt"
+            stage(f"{step}_unet_classifier_{ds}", f"cfgan {step} {common} --checkpoint {ckpt_unet} "
+                  f"--out {ev}/{kind_dir}/unet_classifier-${{item.generator}}-s${{item.seed}}.csv", [f"data/processed/{ds}", ckpt_unet],
+                  [f"{ev}/{kind_dir}/unet_classifier-${{item.generator}}-s${{item.seed}}.csv"], step,
+                  matrix={"generator": generators, "seed": seeds})
         stage(f"classify_references_{ds}", f"cfgan classify-references {common} --out {ev}/classification/references.csv",
               [f"data/processed/{ds}"], [f"{ev}/classification/references.csv"], "classify-references")
         for run, members in multiclass_runs(merged, ds).items():  # multi-class data: the decision from K GANs or the twin
@@ -109,7 +121,8 @@ def build(files: list[str], wdir: str | None) -> dict:
                   f"--out {ev}/multiclass/{run}.csv", [f"data/processed/{ds}", *ckpts], [f"{ev}/multiclass/{run}.csv"], "multiclass")
         report_deps = [f"{ev}/{k}/{run}.csv" for k in ("fid", "uncertainty", "classification", "robustness") for run in runs]
         report_deps += [f"{ev}/multiclass/{run}.csv" for run in multiclass_runs(merged, ds)]
-        report_deps += [f"{ev}/{k}/{b}.csv" for k in ("classification", "robustness") for b in baseline_runs(merged)]
+        report_deps += [f"{ev}/{k}/{b}.csv" for k in ("classification", "robustness")
+                        for b in baseline_runs(merged) + unet_classifier_runs(merged)]
         report_deps += [f"{ev}/classification/references.csv"]
         report_deps += [f"{ev}/examples/{run}_counterfactuals.npz" for run in runs]
         if has_masks(merged["datasets"][ds]):
@@ -131,11 +144,30 @@ def build(files: list[str], wdir: str | None) -> dict:
                   f"--examples {ev}/examples/references_saliency.npz", [f"data/processed/{ds}"],
                   [f"{ev}/saliency/references.csv", f"{ev}/examples/references_saliency.npz"], "saliency-references")
             report_deps += [f"{ev}/saliency/references.csv", f"{ev}/examples/references_saliency.npz"]
+            if posthoc_runs(merged):  # Charachon et al.'s explainer of each plain twin, scored like every map
+                post_dir, post_run = f"{r}/posthoc/${{item.backbone}}-s${{item.seed}}", "posthoc-${item.backbone}-s${item.seed}"
+                twin = f"{r}/baselines/${{item.backbone}}-s${{item.seed}}/checkpoint.pt"
+                stage(f"train_posthoc_{ds}", f"cfgan train-posthoc --params {P} --manifest {manifest} --classifier {twin} "
+                      f"--seed ${{item.seed}} --out {post_dir}", [f"data/processed/{ds}", twin],
+                      [f"{post_dir}/checkpoint.pt", f"{post_dir}/log.csv"], "train-posthoc", matrix={"backbone": backbones, "seed": seeds})
+                stage(f"saliency_posthoc_{ds}", f"cfgan saliency {common} --checkpoint {post_dir}/checkpoint.pt "
+                      f"--out {ev}/saliency/{post_run}.csv --examples {ev}/examples/{post_run}_saliency.npz",
+                      [f"data/processed/{ds}", f"{post_dir}/checkpoint.pt"],
+                      [f"{ev}/saliency/{post_run}.csv", f"{ev}/examples/{post_run}_saliency.npz"],
+                      "saliency", matrix={"backbone": backbones, "seed": seeds})
+                report_deps += [f"{ev}/saliency/{p}.csv" for p in posthoc_runs(merged)]
+                report_deps += [f"{ev}/examples/{p}_saliency.npz" for p in posthoc_runs(merged)]
             stage(f"saliency_{ds}", f"cfgan saliency {common} --checkpoint {ckpt_gan} --out {ev}/saliency/${{item.run}}.csv "
                   f"--examples {ev}/examples/${{item.run}}_saliency.npz", [f"data/processed/{ds}", ckpt_gan],
                   [f"{ev}/saliency/${{item.run}}.csv", f"{ev}/examples/${{item.run}}_saliency.npz"], "saliency",
                   matrix={"run": runs})
             report_deps += [f"{ev}/saliency/{run}.csv" for run in runs] + [f"{ev}/examples/{run}_saliency.npz" for run in runs]
+            twin_ckpt, twin_run = f"{r}/baselines/${{item.backbone}}-s${{item.seed}}/checkpoint.pt", "baseline-${item.backbone}-s${item.seed}"
+            stage(f"saliency_baseline_{ds}", f"cfgan saliency {common} --checkpoint {twin_ckpt} --out {ev}/saliency/{twin_run}.csv "
+                  f"--examples {ev}/examples/{twin_run}_saliency.npz", [f"data/processed/{ds}", twin_ckpt],
+                  [f"{ev}/saliency/{twin_run}.csv", f"{ev}/examples/{twin_run}_saliency.npz"], "saliency",
+                  matrix={"backbone": backbones, "seed": seeds})  # the plain twins' Grad-CAM and attribution rows
+            report_deps += [f"{ev}/{k}/{b}{ext}" for b in baseline_runs(merged) for k, ext in (("saliency", ".csv"), ("examples", "_saliency.npz"))]
         stage(f"report_{ds}", f"cfgan report --params {P} --evaluations {ev} --out {r}", report_deps,
               [f"{r}/tables", f"{r}/figures"], "report",
               extra={"metrics": [{f"{r}/metrics.json": {"cache": False}}],

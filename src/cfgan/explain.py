@@ -22,6 +22,7 @@ from .errors import UserError  # noqa: E402
 from .maps import counterfactual_form, dihedral_mean, parse_candidate  # noqa: E402
 from .io import atomic_path, write_text  # noqa: E402
 from .ood import assess, outputs, signals  # noqa: E402
+from .progress import progress as tqdm  # noqa: E402  (a bar on a terminal, plain lines in a log)
 from .train.common import load_checkpoint  # noqa: E402
 from .train.gan import load_gan  # noqa: E402
 
@@ -51,7 +52,7 @@ def checkpoints(runs: list[str]) -> list[Path]:
 
 def inputs(arrays: list[np.ndarray], size: int) -> torch.Tensor:
     """User images (HxWx3 uint8, any size) as the run's input: resized to its crop size, in [0, 1]."""
-    return torch.stack([torch.from_numpy(np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
+    return torch.stack([torch.from_numpy(np.array(Image.fromarray(a).resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
                         for a in arrays]).float() / 255
 
 
@@ -78,10 +79,10 @@ FORM_TITLES.update({f"{k}-keep": f"{v}, G(x, keep) for x" for k, v in list(FORM_
 
 
 def _figure(x: torch.Tensor, cf: np.ndarray, saliency: np.ndarray, ood: bool | None, reasons: list[str], path: Path,
-            title: str = "", form: str = "abs") -> None:
+            title: str = "", form: str = "abs", map_title: str | None = None) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
     base, turns = parse_candidate(form)
-    map_title = FORM_TITLES[base] + (f", mean of {turns} turns" if turns > 1 else "")
+    map_title = (map_title or FORM_TITLES[base]) + (f", mean of {turns} turns" if turns > 1 else "")
     for ax, im, name in zip(axes, (x.permute(1, 2, 0).numpy(), cf, None), ("input", "counterfactual", f"saliency: {map_title}")):
         if im is None:
             ax.imshow(x.permute(1, 2, 0).numpy())
@@ -108,17 +109,28 @@ def _as_uint8(x_cf: torch.Tensor) -> np.ndarray:
     return (x_cf.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
+BATCH = 64  # images through the models at a time: a folder of photos need not fit in memory at once
+
+
 def explain(run: str | list[str], images: list[str], out: Path, force: bool = False, seed: int = 0,
-            form: str = "abs") -> list[Path]:
+            form: str = "abs", names: list[str] | None = None, also_writes=None, on_image=None,
+            progress: bool = False) -> list[Path]:
     """One binary run, or the one-vs-rest runs of a multi-class data set (see `checkpoints`).
     `form`: the saliency map's form (cfgan.maps.COUNTERFACTUAL_FORMS; abs is the paper's
     |x - G(x)|; the saliency table's note names the form chosen on val for each run), with `+turns<K>` when
-    that choice averaged G's output over K of the crop's flips and quarter turns (evaluate.saliency.turns)."""
+    that choice averaged G's output over K of the crop's flips and quarter turns (evaluate.saliency.turns).
+    For a caller such as cfgan.report.gallery: `names`, each image's output name relative to `out` (default its
+    stem); `also_writes(name, tags)`, the further files the caller will write for an image (checked for clashes
+    with the others, before anything is written); `on_image(i, record, maps)` after each image's JSON, with
+    the saliency map of each defect class (None for a binary run); `progress`, a progress bar."""
     try:
         base = parse_candidate(form)[0]
     except ValueError as e:
         raise UserError(f"--form {form}: {e}") from None
     ckpts = [load_checkpoint(p) for p in checkpoints([run] if isinstance(run, str) else list(run))]
+    if any(ckpt.get("kind") == "posthoc" for ckpt in ckpts):  # `cfgan explain` hands these to explain_posthoc.py
+        raise UserError(f"--run {run}: a post-hoc explainer (cfgan train-posthoc): explain image files with it "
+                        f"(cfgan.explain_posthoc); a folder's gallery is not supported for it yet")
     cx = resolve(ckpts[0]["params"])  # the run's own compute block; CFGAN_DEVICE overrides its device
     models = [load_gan(ckpt, cx) for ckpt in ckpts]
     defects = [run_defect(ckpt["summary"]["run"]) for _, _, ckpt in models]
@@ -133,44 +145,54 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
     if len(sizes) > 1:
         raise UserError(f"--run: the runs were trained on different crop sizes {sorted(sizes)}")
     size = sizes.pop()
-    arrays = [read_rgb(p) for p in images]  # reads all first: a bad file stops before anything is written
-    targets = []
-    for path in images:
-        stem = Path(path).stem
+    shapes, x = [], []  # reads all first: a bad file stops before anything is written; keeps the crops only
+    for path in tqdm(images, desc="read", unit="image", disable=not progress):
+        array = read_rgb(path)
+        shapes.append(array.shape)
+        x.append(inputs([array], size))
+    x = torch.cat(x)
+    targets, seen = [], {}
+    for n, path in enumerate(images):
+        stem = names[n] if names is not None else Path(path).stem
+        if stem in seen:  # one image's outputs would silently replace the other's
+            raise UserError(f"{seen[stem]} and {path} would both be written as {out / stem}*; explain them into separate --out folders")
+        seen[stem] = path
         tags = [f"_{k}" for k in defects] if multi else [""]
         files = [out / f"{stem}{t}_{kind}.png" for t in tags for kind in ("counterfactual", "saliency")] + [out / f"{stem}.json"]
-        clash = [str(f) for f in files if f.exists()]
+        clash = [str(f) for f in files + (also_writes(stem, tags) if also_writes else []) if f.exists()]
         if clash and not force:
             raise UserError(f"{', '.join(clash)} already exist; pass --force to overwrite or choose another --out")
         targets.append(files)
     out.mkdir(parents=True, exist_ok=True)
-    x = inputs(arrays, size)
-    results = [_model_outputs(g, d, ckpt, x, seed, cx, form) for g, d, ckpt in models]
     written = []
-    for i, (path, files) in enumerate(zip(images, targets)):
-        per_class, reasons_all, flags = {}, [], []
+    for i, (path, files) in enumerate(tqdm(list(zip(images, targets)), desc="explain", unit="image", disable=not progress)):
+        if i % BATCH == 0:
+            results = [_model_outputs(g, d, ckpt, x[i:i + BATCH], seed, cx, form) for g, d, ckpt in models]
+        b = i % BATCH  # the image's place in its batch
+        per_class, reasons_all, flags, maps = {}, [], [], {}
         for j, ((_, _, ckpt), res, defect) in enumerate(zip(models, results, defects)):
             cf_png, sal_png = files[2 * j], files[2 * j + 1]
-            cf = _as_uint8(res["x_cf"][i])
+            cf = _as_uint8(res["x_cf"][b])
             _save_png(cf, cf_png)
-            ood, reasons = assess({k: v[i] for k, v in res["ood_values"].items()}, ckpt["summary"].get("ood"))
+            ood, reasons = assess({k: v[b] for k, v in res["ood_values"].items()}, ckpt["summary"].get("ood"))
             reasons = [f"{defect}: {r}" for r in reasons] if multi else reasons
             reasons_all += reasons
-            _figure(x[i], cf, res["saliency"][i], ood, reasons, sal_png, f"without {defect}" if multi else "", form)
+            _figure(x[i], cf, res["saliency"][b], ood, reasons, sal_png, f"without {defect}" if multi else "", form)
             flags.append(ood)
-            d_probs, g_probs, d_logits = res["d_probs"][i], res["g_probs"][i], res["d_logits"][i]
+            maps[defect] = res["saliency"][b]
+            d_probs, g_probs, d_logits = res["d_probs"][b], res["g_probs"][b], res["d_logits"][b]
             real = d_logits[:2].softmax(0)  # from the logits: exact when D is sure the image is fake
             per_class[defect] = {
                 "run": ckpt["summary"]["run"], "out_of_distribution": ood, "out_of_distribution_reasons": reasons,
-                "ood_signals": {k: float(v[i]) for k, v in res["ood_values"].items()},
+                "ood_signals": {k: float(v[b]) for k, v in res["ood_values"].items()},
                 "p_undamaged": float(real[0]), "p_damaged": float(real[1]), "p_fake": float(d_probs[2]),
                 "log_odds_damaged": float(d_logits[1] - d_logits[0]),
                 "d_probabilities_3class": {"real_undamaged": float(d_probs[0]), "real_damaged": float(d_probs[1]),
                                            "fake": float(d_probs[2])},
                 "g_head_probabilities": {"undamaged": float(g_probs[0]), "damaged": float(g_probs[1])},
-                "saliency_form": form, "saliency_mean": float(res["saliency"][i].mean()), "counterfactual": str(cf_png), "saliency_figure": str(sal_png),
+                "saliency_form": form, "saliency_mean": float(res["saliency"][b].mean()), "counterfactual": str(cf_png), "saliency_figure": str(sal_png),
             }
-        record = {"image": str(path), "size": list(arrays[i].shape[1::-1]), "resized_to": size}
+        record = {"image": str(path), "size": list(shapes[i][1::-1]), "resized_to": size}
         if multi:  # the multi-class decision of evaluate/multiclass.py: most confident D above even odds
             best = max(per_class, key=lambda k: per_class[k]["log_odds_damaged"])
             record.update({"runs": [c["run"] for c in per_class.values()],
@@ -190,4 +212,6 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
             record.update(one)
         write_text(files[-1], json.dumps(record, indent=2) + "\n")
         written += files
+        if on_image is not None:
+            on_image(i, record, maps)
     return written

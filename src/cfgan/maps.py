@@ -7,6 +7,8 @@ step (evaluate/saliency.py) scores these maps on test.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -77,14 +79,46 @@ def candidate_name(form: str, turns: int) -> str:
     return form if turns == 1 else f"{form}+turns{turns}"
 
 
-def parse_candidate(name: str) -> tuple[str, int]:
-    """(map form, turns) of a `candidate_name`; ValueError, naming what is allowed, for anything else."""
+def parse_candidate(name: str, forms: tuple[str, ...] = COUNTERFACTUAL_FORMS) -> tuple[str, int]:
+    """(map form, turns) of a `candidate_name` whose form is one of `forms` (the counterfactual's by default; a
+    method's own forms for any other map); ValueError, naming what is allowed, for anything else."""
     form, _, turns = name.partition("+turns")
     count = int(turns) if turns.isdigit() else (1 if turns == "" else 0)
-    if form not in COUNTERFACTUAL_FORMS or count not in TURNS or (turns and count == 1):
-        raise ValueError(f"not a map form; choose one of {', '.join(COUNTERFACTUAL_FORMS)}, each also with "
-                         + ", ".join(f"+turns{k}" for k in TURNS[1:]) + " (G's output averaged over the crop's turns)")
+    if form not in forms or count not in TURNS or (turns and count == 1):
+        raise ValueError(f"not a map form; choose one of {', '.join(forms)}, each also with "
+                         + ", ".join(f"+turns{k}" for k in TURNS[1:]) + " (the map averaged over the crop's turns)")
     return form, count
+
+
+def turned_maps(draw, split, turns: int) -> dict[str, np.ndarray]:
+    """`evaluate.saliency.turns` for any map a model draws: `draw(split) -> {name: N x H x W maps}` on each of the
+    first `turns` flips and quarter turns of the crops (DIHEDRAL), each map turned back, and the mean over them
+    (`dihedral_mean`; turns 1: `draw(split)` itself). Grad-CAM, the attribution maps and the segmenter's
+    probabilities are averaged this way; the counterfactual averages G's output instead
+    (`counterfactual_maps`), so that its map forms read one averaged counterfactual."""
+    names: list[str] = []
+
+    def on(images: torch.Tensor) -> torch.Tensor:
+        out = draw(dataclasses.replace(split, images=images))
+        names[:] = list(out)
+        return torch.stack([torch.as_tensor(np.asarray(out[n], dtype=np.float32)) for n in names], 1)
+    mean = dihedral_mean(on, split.images, turns)
+    return {n: mean[:, i].numpy() for i, n in enumerate(names)}
+
+
+def candidate_maps(draw, split, names, forms: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """{candidate_name: N x H x W maps} for (form, turns) candidates of a method whose one-pass maps are
+    `draw(split, forms) -> {form: maps}` (forms among `forms`): each count of turns drawn once for all its forms
+    (`turned_maps`)."""
+    by_turns: dict[int, list[str]] = {}
+    for name in names:
+        form, turns = parse_candidate(name, tuple(forms))
+        by_turns.setdefault(turns, []).append(form)
+    out = {}
+    for turns, wanted in by_turns.items():
+        maps = turned_maps(lambda s, w=wanted: draw(s, w), split, turns)
+        out.update({candidate_name(form, turns): maps[form] for form in wanted})
+    return {name: out[name] for name in names}
 
 
 def counterfactual_candidates(g, split, batch_size: int, seed: int, device="cpu", sigma: float = 0.0,

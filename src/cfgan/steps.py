@@ -22,7 +22,13 @@ STEP_KEYS: dict[str, list[str]] = {
               # train.val_pgd attacks val as the robustness step attacks test:
               "evaluate.pgd when train.val_pgd|datasets.{dataset}.train.val_pgd"],
     "train-baseline": ["seed", "discriminator", "baseline", "train.val_every", "train.augment", "evaluate.batch_size", "compute?"],
+    # the non-adversarial UNet classifier: G's architecture, the twin's recipe and budget (baseline), the GAN's batches
+    "train-unet-classifier": ["generator", "baseline", "train.val_every", "train.augment", "train.loss.vq", "evaluate.batch_size",
+                              "compute?"],
     "train-segmenter": ["seed", "generator", "segmenter", "train.val_every", "evaluate.batch_size", "evaluate.saliency.quantiles", "compute?"],
+    # the post-hoc explainer (Charachon et al.): posthoc.steps null trains as long as the twin (baseline.steps)
+    "train-posthoc": ["seed", "generator", "posthoc", "baseline.steps", "train.val_every", "train.augment", "evaluate.batch_size", "compute?",
+                      *(f"evaluate.saliency.{k} when posthoc.val_maps" for k in ("counterfactual_forms?", "quantiles", "smooth_sigma"))],
     "fid-real": ["evaluate.fid", "evaluate.batch_size", "compute?"],
     "fid": ["seed", "evaluate.fid", "evaluate.batch_size", "compute?"],
     "classify": ["seed", "evaluate.batch_size", "compute?"],

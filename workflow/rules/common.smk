@@ -2,7 +2,8 @@
 import os
 
 from cfgan.code_deps import step_hash
-from cfgan.config import baseline_runs, experiment_of, grid_runs, grid_seeds, multiclass_runs, segmenter_runs
+from cfgan.config import baseline_runs, experiment_of, grid_runs, grid_seeds, multiclass_runs, segmenter_runs, unet_classifier_runs
+from cfgan.config import posthoc_runs
 from cfgan.steps import has_masks, keys_for, select
 
 
@@ -30,7 +31,9 @@ GPU_JOB_THREADS = int(config.get("scheduling", {}).get("gpu_job_threads", 2))
 DATASETS = config["run_datasets"]
 RUNS = grid_runs(config)  # of every data set in run_datasets (wildcard constraints); per data set: grid_runs(config, ds)
 BASELINES = baseline_runs(config)
+UNET_CLASSIFIERS = unet_classifier_runs(config)
 SEGMENTERS = segmenter_runs(config)
+POSTHOC = posthoc_runs(config)  # Charachon et al.'s explainer of each plain twin (posthoc.enabled)
 SEEDS = grid_seeds(config)
 REFERENCES = "references"  # the training-free "run": trivial classifiers and reference saliency maps
 MASKED = [n for n in config["datasets"] if has_masks(config["datasets"][n])]
@@ -65,6 +68,10 @@ def checkpoint_path(dataset, run):
         return f"results/{dataset}/{EXPERIMENT}/baselines/{run.removeprefix('baseline-')}/checkpoint.pt"
     if run.startswith("segmenter-"):
         return f"results/{dataset}/{EXPERIMENT}/segmenters/{run.removeprefix('segmenter-')}/checkpoint.pt"
+    if run.startswith("posthoc-"):
+        return f"results/{dataset}/{EXPERIMENT}/posthoc/{run.removeprefix('posthoc-')}/checkpoint.pt"
+    if run.startswith("unet_classifier-"):
+        return f"results/{dataset}/{EXPERIMENT}/unet_classifiers/{run.removeprefix('unet_classifier-')}/checkpoint.pt"
     return f"results/{dataset}/{EXPERIMENT}/runs/{run}/checkpoint.pt"
 
 
@@ -124,11 +131,15 @@ def evaluations_of(wildcards):
     runs = grid_runs(config, ds)  # one GAN per defect class on a multi-class data set
     paths = [f"results/{ds}/{EXPERIMENT}/evaluations/{kind}/{run}.csv" for kind in ("fid", "uncertainty") for run in runs]
     paths += [f"results/{ds}/{EXPERIMENT}/evaluations/examples/{run}_counterfactuals.npz" for run in runs]
-    paths += [f"results/{ds}/{EXPERIMENT}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness") for run in runs + BASELINES]
+    paths += [f"results/{ds}/{EXPERIMENT}/evaluations/{kind}/{run}.csv" for kind in ("classification", "robustness")
+              for run in runs + BASELINES + UNET_CLASSIFIERS]
     paths += [f"results/{ds}/{EXPERIMENT}/evaluations/classification/{REFERENCES}.csv"]
     paths += [f"results/{ds}/{EXPERIMENT}/evaluations/multiclass/{run}.csv" for run in multiclass_runs(config, ds)]
     if has_masks(config["datasets"][ds]):
-        paths += [f"results/{ds}/{EXPERIMENT}/evaluations/saliency/{run}.csv" for run in runs + SEGMENTERS + [REFERENCES]]
-        paths += [f"results/{ds}/{EXPERIMENT}/evaluations/examples/{run}_saliency.npz" for run in runs + SEGMENTERS + [REFERENCES]]
+        paths += [f"results/{ds}/{EXPERIMENT}/evaluations/saliency/{run}.csv" for run in runs + SEGMENTERS + BASELINES + [REFERENCES]]
+        paths += [f"results/{ds}/{EXPERIMENT}/evaluations/examples/{run}_saliency.npz" for run in runs + SEGMENTERS + BASELINES + [REFERENCES]]
+        # the post-hoc explainers' rows of table 5 (one per plain twin; none when posthoc.enabled is false)
+        paths += [f"results/{ds}/{EXPERIMENT}/evaluations/{kind}/{run}{ext}" for run in POSTHOC
+                  for kind, ext in (("saliency", ".csv"), ("examples", "_saliency.npz"))]
     return paths
 

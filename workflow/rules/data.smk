@@ -31,7 +31,7 @@ rule download:
     log:
         "logs/{dataset}/download.log",
     shell:
-        "cfgan download --params {params.files} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+        "cfgan download --params {params.files} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} --log {log}"
 
 
 rule ingest:
@@ -47,7 +47,7 @@ rule ingest:
     log:
         "logs/{dataset}/ingest.log",
     shell:
-        "cfgan ingest --params {params.files} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} > {log} 2>&1"
+        "cfgan ingest --params {params.files} --dataset {wildcards.dataset} --out data/raw/{wildcards.dataset} --log {log}"
 
 
 rule split:
@@ -81,4 +81,4 @@ rule crop:
         "logs/{dataset}/crop.log",
     shell:
         "cfgan crop --params {params.files} --dataset {wildcards.dataset} --split-index {input} "
-        "--out data/processed/{wildcards.dataset} > {log} 2>&1"
+        "--out data/processed/{wildcards.dataset} --log {log}"

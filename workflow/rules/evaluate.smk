@@ -52,7 +52,7 @@ rule classify:
     output:
         f"{RES}evaluations/classification/{{run}}.csv",
     wildcard_constraints:
-        run=alternatives(RUNS + BASELINES),
+        run=alternatives(RUNS + BASELINES + UNET_CLASSIFIERS),
     params:
         files=PARAMS,
         cfg=step_params("classify"),
@@ -75,7 +75,7 @@ rule robustness:
     output:
         f"{RES}evaluations/robustness/{{run}}.csv",
     wildcard_constraints:
-        run=alternatives(RUNS + BASELINES),
+        run=alternatives(RUNS + BASELINES + UNET_CLASSIFIERS),
     params:
         files=PARAMS,
         cfg=step_params("robustness"),
@@ -147,7 +147,34 @@ rule saliency:
         csv=f"{RES}evaluations/saliency/{{run}}.csv",
         examples=f"{RES}evaluations/examples/{{run}}_saliency.npz",
     wildcard_constraints:
-        run=alternatives(RUNS + SEGMENTERS),
+        run=alternatives(RUNS + SEGMENTERS + BASELINES),  # the plain twins: Grad-CAM and the attributions of D's backbone alone
+    params:
+        files=PARAMS,
+        cfg=step_params("saliency"),
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        f"{LOGS}evaluate/saliency-{{run}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan saliency --params {params.files} --manifest {input.manifest} "
+        "--checkpoint {input.checkpoint} --dataset {wildcards.dataset} --out {output.csv} "
+        "--examples {output.examples} > {log} 2>&1"
+
+
+# The post-hoc explainers' maps (Charachon et al., a row `posthoc` per plain twin): the same step on their checkpoints.
+rule saliency_posthoc:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoint=checkpoint_of,
+    output:
+        csv=f"{RES}evaluations/saliency/{{run}}.csv",
+        examples=f"{RES}evaluations/examples/{{run}}_saliency.npz",
+    wildcard_constraints:
+        dataset=alternatives(MASKED),
+        run=alternatives(POSTHOC),
     params:
         files=PARAMS,
         cfg=step_params("saliency"),

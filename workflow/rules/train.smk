@@ -1,4 +1,5 @@
-# The GAN grid {generator}-{discriminator}-c{cycles} and the plain classifier twins.
+# The GAN grid {generator}-{discriminator}-c{cycles}, the plain classifier twins, the non-adversarial UNet
+# classifiers and the supervised segmenters.
 
 
 rule train:
@@ -50,6 +51,33 @@ rule train_baseline:
         "--backbone {wildcards.backbone} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"
 
 
+# The non-adversarial UNet classifier: each generator of the grid trained as a plain classifier on its
+# auxiliary head alone (the paper's comparison for G's head in table 2 and figure 3).
+rule train_unet_classifier:
+    input:
+        "data/processed/{dataset}/manifest.csv",
+    output:
+        checkpoint=f"{RES}unet_classifiers/{{generator}}-s{{seed}}/checkpoint.pt",
+        log=f"{RES}unet_classifiers/{{generator}}-s{{seed}}/log.csv",
+    wildcard_constraints:
+        generator=alternatives(config["grid"]["generators"]),
+        seed=alternatives(SEEDS),
+    params:
+        out=f"{RES}unet_classifiers/{{generator}}-s{{seed}}",
+        files=PARAMS,
+        cfg=step_params("train-unet-classifier"),
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        f"{LOGS}train/unet_classifier-{{generator}}-s{{seed}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan train-unet-classifier --params {params.files} --manifest {input} "
+        "--generator {wildcards.generator} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+
+
 rule train_segmenter:
     input:
         "data/processed/{dataset}/manifest.csv",
@@ -74,3 +102,32 @@ rule train_segmenter:
     shell:
         "OMP_NUM_THREADS={threads} cfgan train-segmenter --params {params.files} --manifest {input} "
         "--arch {wildcards.arch} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+
+
+# Charachon et al.'s post-hoc explainer of each plain twin (a similar and an adversarial generator against
+# the frozen twin): a baseline row of table 5 (posthoc.enabled), on data sets with masks.
+rule train_posthoc:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        classifier=f"{RES}baselines/{{backbone}}-s{{seed}}/checkpoint.pt",
+    output:
+        checkpoint=f"{RES}posthoc/{{backbone}}-s{{seed}}/checkpoint.pt",
+        log=f"{RES}posthoc/{{backbone}}-s{{seed}}/log.csv",
+    wildcard_constraints:
+        dataset=alternatives(MASKED),
+        backbone=alternatives(config["grid"]["discriminators"] if POSTHOC else []),
+        seed=alternatives(SEEDS),
+    params:
+        out=f"{RES}posthoc/{{backbone}}-s{{seed}}",
+        files=PARAMS,
+        cfg=step_params("train-posthoc"),
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        f"{LOGS}train/posthoc-{{backbone}}-s{{seed}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan train-posthoc --params {params.files} --manifest {input.manifest} "
+        "--classifier {input.classifier} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"

@@ -2,7 +2,9 @@
 
 `tile`: slide a crop_size window with `stride`; a crop's label comes from its mask (damaged
 when at least `damaged_min_fraction` of its pixels are damage, undamaged when none are; crops
-in between are ambiguous and skipped), or from its image when there is no mask. `resize`:
+in between are ambiguous and skipped), or from its image when there is no mask; a photo smaller
+than crop_size is first made one tile large (`small_images: pad` mirrors it outward, `resize`
+scales it up; counted in the step's log). `resize`:
 the whole image (or a mosaic cell, the index's `box`), resized. Either way crops are resized to
 `image_size` and written as PNG; `fit: pad` (default) keeps a non-square picture's aspect ratio
 and pads it with black (masks with background), `fit: squash` stretches it to the square,
@@ -13,6 +15,13 @@ With several defect classes (`classes.py`), the manifest adds `defect_class` (0 
 and `defect_name` (the class's name, which run names carry), and a crop's mask holds its own class's pixels only. A tile of a class-id mask takes the one class
 covering at least `damaged_min_fraction` of it; a tile where two or more classes do is dropped
 (counted in the step's log), a tile with only slivers is skipped as in binary tiling.
+
+Before writing a crop, the step surveys the damaged crops' defects at image_size (the masks only).
+When some are too small to learn, it tries tilings of crop_size from image_size up on the same
+images and names the one that keeps the most of them; when more than half are too small, it stops
+with that advice (exit 2) unless `allow_small_defects: true`. Its warnings (this, masks that
+disagree with their class, tiles and images dropped) go to the terminal, the log and
+`warnings.json` beside the manifest (`data_warnings.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from ..errors import UserError
+from ..progress import progress
 from .classes import MIXED, tile_class
-from .images import read_mask, read_mask_values, read_rgb, save_png
+from .data_warnings import Collected
+from .images import read_mask, read_mask_values, read_rgb, save_png, upright_size
 from .mosaic import cut
 
 MANIFEST_COLUMNS = ["path", "label", "mask_path", "source_id", "split"]
@@ -51,24 +61,177 @@ def defect_size(mask: np.ndarray) -> tuple[int, float]:
     return area, min(2 * area / perimeter, float(min(m.shape)))
 
 
-def too_small_warning(sizes: list[tuple[int, float, float]], n_damaged: int, cfg: dict) -> str | None:
-    """The crop step's warning when damaged crops' defects are too small to learn, and the tiling
-    that would keep them. `sizes`: (source pixels, source width, scale to image_size) per damaged crop."""
+SMALL_SHARE_STOP = 0.5  # the crop step stops (exit 2) when more of the damaged crops than this are too small
+NEAR_BEST = 0.05       # of the tilings tried, the largest crop_size within this share of the best one
+
+
+def _too_small(area: float, width: float, scale: float) -> bool:
+    return area * scale * scale < MIN_DEFECT_PX or width * scale < MIN_DEFECT_WIDTH_PX
+
+
+def _round_up(x: float) -> float:
+    """Up to two significant digits: 0.015625 -> 0.016."""
+    digits = 1 - int(np.floor(np.log10(x)))
+    return float(np.ceil(x * 10 ** digits) / 10 ** digits)
+
+
+def _flow(cfg: dict) -> str:
+    """A crop block as a YAML flow mapping, to paste under datasets.<name>.crop."""
+    return "{" + ", ".join(f"{k}: {v}" for k, v in cfg.items()) + "}"
+
+
+def fit_small(array: np.ndarray, crop: int, how: str = "pad", is_mask: bool = False) -> np.ndarray:
+    """A photo (or its mask) with a side under crop_size, made one tile large on that side: `pad`
+    mirrors it outward (reflect; the mask is mirrored with it), `resize` scales it up, aspect kept,
+    until its short side is crop_size. A photo that is large enough comes back as it is."""
+    h, w = array.shape[:2]
+    if h >= crop and w >= crop:
+        return array
+    if how == "resize":
+        scale = crop / min(h, w)
+        size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+        return np.asarray(Image.fromarray(array).resize(size, Image.NEAREST if is_mask else Image.BILINEAR))
+    dy, dx = max(crop - h, 0), max(crop - w, 0)
+    pad = [(dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode="reflect" if min(h, w) > 1 else "edge")
+
+
+def _crop_label(m, rec_label: int, own: int, min_fraction: float, classes: list[int] | None, tiled: bool):
+    """(label, defect class, the crop's binary mask or None) of one tile (`tiled`) or whole image cut
+    from mask `m`; None: a sliver, skipped; MIXED: two classes, dropped. The one rule both the
+    crops and the survey of defect sizes follow."""
+    if m is None:
+        return rec_label, own if rec_label else 0, None
+    if classes is not None:  # a class-id mask decides per tile
+        k = tile_class(m, classes, min_fraction)
+        # an undamaged tile (k = 0) has an empty mask, not `m == 0` (its every pixel)
+        return k if k is None or k == MIXED else (int(k > 0), k, m == k if k else np.zeros_like(m, dtype=bool))
+    label = rec_label
+    if tiled:
+        frac = m.mean()
+        if frac == 0:
+            label = 0
+        elif frac >= min_fraction:
+            label = 1
+        else:
+            return None
+    return label, own if label else 0, m
+
+
+def _survey(split_index: pd.DataFrame, tilings: list[dict], mask_classes: dict | None, classes: list[int],
+            min_value_of) -> list[dict]:
+    """For each crop block in `tilings`, on these images (masks read once for all): how many damaged
+    crops it makes, the (source pixels, source width) of those whose defect is too small at its
+    image_size, how many photos are smaller than its crop_size, and each photo's long side. Counts
+    every crop, before max_crops_per_image samples them."""
+    out = [{"damaged": 0, "small": [], "small_photos": 0, "sides": []} for _ in tilings]
+    multiclass = "defect_class" in split_index.columns
+    for rec in split_index.itertuples(index=False):
+        has_mask = isinstance(rec.mask_path, str) and rec.mask_path != ""
+        box = getattr(rec, "box", "")
+        box = box if isinstance(box, str) else ""
+        if has_mask:
+            mask = read_mask_values(rec.mask_path) if mask_classes else read_mask(rec.mask_path, min_value_of(rec))
+            h, w = mask.shape
+        elif box:
+            w, h = (int(v) for v in box.split(",")[2:])
+        else:
+            w, h = upright_size(rec.path)
+        for cfg, res in zip(tilings, out):
+            crop = cfg.get("crop_size", cfg["image_size"])
+            res["small_photos"] += cfg["mode"] == "tile" and (h < crop or w < crop)
+            res["sides"].append(max(h, w))
+        if not has_mask or not mask.any():
+            continue
+        rec_label = int(rec.label) if str(rec.label) != "" else int(mask.any())
+        own = int(rec.defect_class) if multiclass and str(rec.defect_class) != "" else 1
+        for cfg, res in zip(tilings, out):
+            size = cfg["image_size"]
+            min_fraction = cfg.get("damaged_min_fraction", 0.0)
+            tiled = cfg["mode"] == "tile"
+            if tiled:
+                crop = cfg.get("crop_size", size)
+                m = fit_small(mask, crop, cfg.get("small_images", "pad"), True)
+                wins = np.array(_windows(*m.shape, crop, cfg.get("stride", crop)), int).reshape(-1, 2)
+                ii = np.pad((m != 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # summed-area table of defect pixels
+                y, x = wins[:, 0], wins[:, 1]
+                touched = (ii[y + crop, x + crop] - ii[y, x + crop] - ii[y + crop, x] + ii[y, x]) > 0
+                pieces = [m[y:y + crop, x:x + crop] for y, x in wins[touched]]  # (the others are undamaged tiles)
+                scale = size / crop
+            else:
+                pieces, scale = [mask], size / max(h, w)
+            for piece in pieces:
+                got = _crop_label(piece, rec_label, own, min_fraction, list(classes) if mask_classes else None, tiled)
+                if got is None or got == MIXED or not got[0] or got[2] is None or not got[2].any():
+                    continue
+                res["damaged"] += 1
+                area, width = defect_size(got[2])
+                if _too_small(area, width, scale):
+                    res["small"].append((area, width))
+    return out
+
+
+def _share(res: dict) -> float:
+    return len(res["small"]) / res["damaged"] if res["damaged"] else 0.0
+
+
+def _candidates(cfg: dict, photo_side: float) -> list[int]:
+    """crop_sizes to try: from image_size (native resolution) up by sqrt(2) steps, below what the
+    crop block cuts now (its crop_size, or a resized photo's long side)."""
     size = cfg["image_size"]
-    small = [(a, w, f) for a, w, f in sizes if a * f * f < MIN_DEFECT_PX or w * f < MIN_DEFECT_WIDTH_PX]
-    if not small:
+    top = cfg.get("crop_size", size) if cfg["mode"] == "tile" else photo_side
+    out, c = [], float(size)
+    while round(c / 8) * 8 < top and len(out) < 8:
+        crop = max(size, int(round(c / 8) * 8))
+        if crop not in out:
+            out.append(crop)
+        c *= np.sqrt(2)
+    return out
+
+
+def check_defect_sizes(split_index: pd.DataFrame, cfg: dict, mask_classes: dict | None, classes: list[int],
+                       dataset: str = "<name>") -> dict | None:
+    """The survey of defect sizes under `cfg`, and when some are too small to learn, the tiling (tried
+    on the same images) that keeps the most of them. None: no damaged crop with a mask, or none too small.
+    Else {"message", "share", "n_damaged", "n_small", "suggestion" (a crop block, or None), ...}."""
+    if not (split_index["mask_path"].astype(str) != "").any():
         return None
-    area = float(np.median([a for a, _, _ in small]))
-    width = float(np.median([w for _, w, _ in small]))
-    crop = int(size * min(width / MIN_DEFECT_WIDTH_PX, np.sqrt(area / MIN_DEFECT_PX)) // 8 * 8)
-    head = (f"WARNING crop: {len(small)} of {n_damaged} damaged crops ({len(small) / max(n_damaged, 1):.0%}) keep a defect "
-            f"of fewer than {MIN_DEFECT_PX} px or thinner than {MIN_DEFECT_WIDTH_PX:g} px at image_size {size} "
-            f"(their defects: median {area:.0f} px, {width:.1f} px wide in the source image): too small to learn")
-    if crop >= size:
-        return head + (f". A tiling keeps them: crop: {{mode: tile, crop_size: {crop}, stride: {max(crop // 2, 1)}, "
-                       f"image_size: {size}}}")
-    return head + (f", even tiled at native resolution (crop_size = image_size = {size}); a larger image_size, "
-                   "or images of a higher resolution, would be needed")
+    min_value_of = (lambda rec: int(rec.mask_min_value))
+    size = cfg["image_size"]
+    [now] = _survey(split_index, [cfg], mask_classes, classes, min_value_of)
+    if not now["small"]:
+        return None
+    share = _share(now)
+    area = float(np.median([a for a, _ in now["small"]]))
+    width = float(np.median([w for _, w in now["small"]]))
+    head = (f"{len(now['small'])} of {now['damaged']} damaged crops ({share:.0%}) keep a defect of fewer than "
+            f"{MIN_DEFECT_PX} px or thinner than {MIN_DEFECT_WIDTH_PX:g} px at image_size {size} (their defects: "
+            f"median {area:.0f} px, {width:.1f} px wide in the source image): too small to learn")
+    crops = _candidates(cfg, float(np.median(now["sides"])))
+    how = cfg.get("small_images", "pad")
+    min_fraction = max(cfg.get("damaged_min_fraction", 0.0) if cfg["mode"] == "tile" else 0.0,
+                       _round_up(MIN_DEFECT_PX / size ** 2))
+    tries = [{"mode": "tile", "crop_size": c, "stride": max(c // 2, 1), "image_size": size,
+              "damaged_min_fraction": min_fraction} | ({"small_images": how} if how != "pad" else {}) for c in crops]
+    results = _survey(split_index, tries, mask_classes, classes, min_value_of) if tries else []
+    tried = [(t, r, _share(r)) for t, r in zip(tries, results) if r["damaged"] and _share(r) < share]
+    found = {"message": head, "share": round(share, 4), "n_damaged": now["damaged"], "n_small": len(now["small"]),
+             "suggestion": None, "suggested_share": None,
+             "tried": {t["crop_size"]: round(_share(r), 4) for t, r in zip(tries, results)}}
+    if not tried:
+        found["message"] = head + (f"; no tiling with crop_size from {size} (native resolution) up keeps more of them "
+                                   f"at image_size {size}: a larger image_size, or photos of a higher resolution, "
+                                   "would be needed")
+        return found
+    best = min(s for _, _, s in tried)
+    tiling, res, new = max(((t, r, s) for t, r, s in tried if s <= best + NEAR_BEST), key=lambda x: x[0]["crop_size"])
+    note = (f"; {res['small_photos']} photos smaller than crop_size {tiling['crop_size']} are "
+            f"{'scaled up' if how == 'resize' else 'padded (mirrored)'} to it (crop.small_images: {how})"
+            if res["small_photos"] else "")
+    found.update(suggestion=tiling, suggested_share=round(new, 4),
+                 message=head + f". A tiling keeps more of them: crop: {_flow(tiling)} (tried on these images: "
+                                f"{new:.0%} of its {res['damaged']} damaged crops too small, against {share:.0%} now{note})")
+    return found
 
 
 def _resize(array: np.ndarray, size: int, is_mask: bool, fit: str = "squash") -> np.ndarray:
@@ -117,21 +280,34 @@ def _declared(split_index: pd.DataFrame, mask_classes: dict | None) -> dict[int,
 
 
 def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
-               mask_classes: dict | None = None) -> pd.DataFrame:
-    """Write crops under out_dir/{split}/ and return the manifest rows (paths relative to out_dir's parent).
-    `mask_classes` ({id: name}): the masks are class-id maps, split per tile by `tile_class`."""
+               mask_classes: dict | None = None, dataset: str = "<name>") -> pd.DataFrame:
+    """Write crops under out_dir/{split}/ and the data warnings to out_dir/warnings.json; return the
+    manifest rows (paths relative to out_dir's parent). `mask_classes` ({id: name}): the masks are
+    class-id maps, split per tile by `tile_class`. Stops (UserError, before writing a crop) when more
+    than half of the damaged crops keep a defect too small to learn, unless `allow_small_defects`."""
     rng = np.random.default_rng(seed)
     size = cfg["image_size"]
     fit = cfg.get("fit", "pad")
     min_fraction = cfg.get("damaged_min_fraction", 0.0)
+    how = cfg.get("small_images", "pad")
     multiclass = "defect_class" in split_index.columns
     names = _declared(split_index, mask_classes) if multiclass else {1: "damaged"}
     classes = list(names)
+    by_mask = classes if mask_classes else None
+    warnings = Collected("crop")
+    sizes = check_defect_sizes(split_index, cfg, mask_classes, classes, dataset)
+    if sizes and sizes["share"] > SMALL_SHARE_STOP and not cfg.get("allow_small_defects", False):
+        fix = (f"put the tiling above under datasets.{dataset}.crop (other keys as you like), or "
+               if sizes["suggestion"] else "")
+        raise UserError(f"{sizes['message']}.\n  More than half of the damaged crops: stopped before writing any crop. "
+                        f"To go on, {fix}set datasets.{dataset}.crop.allow_small_defects: true to crop as it is")
+    if sizes:
+        warnings.add("small_defects", sizes["message"], **{k: v for k, v in sizes.items() if k != "message"})
     read = _Reader()
-    rows, mixed, sizes = [], 0, []
+    rows, mixed, small_photos, conflicts, no_crop = [], 0, 0, [], []
     for split in ("train", "val", "test"):
         (out_dir / "crops" / split).mkdir(parents=True, exist_ok=True)
-    for rec in tqdm(split_index.itertuples(index=False), total=len(split_index), desc="crop", unit="img"):
+    for rec in progress(split_index.itertuples(index=False), total=len(split_index), desc="crop", unit="img"):
         box = getattr(rec, "box", "")
         image = read(rec.path, box if isinstance(box, str) else "")
         has_mask = isinstance(rec.mask_path, str) and rec.mask_path != ""
@@ -142,47 +318,35 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
         if mask is not None and mask.shape != image.shape[:2]:
             raise UserError(f"{rec.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {rec.path} is "
                             f"{image.shape[1]}x{image.shape[0]} (width x height)")
+        if mask is not None and str(rec.label) != "" and int(rec.label) != int(mask.any()):
+            conflicts.append(rec.path)  # a folder's class against its mask: the mask labels the tiles
         stem = str(rec.source_id).replace("/", "_")
         own = int(rec.defect_class) if multiclass and str(rec.defect_class) != "" else 1  # a folder's class
 
-        def piece(img, m, label):
-            """(crop, its binary mask, label, defect class), or None for a skipped or dropped tile."""
-            nonlocal mixed
-            if mask_classes and m is not None:
-                k = tile_class(m, classes, min_fraction)
-                mixed += k == MIXED
-                return None if k is None or k == MIXED else (img, m == k, int(k > 0), k)
-            return img, m, label, own if label else 0
-
         if cfg["mode"] == "resize":
-            pieces = [piece(image, mask, int(rec.label))]
+            cuts = [(image, mask)]
         else:
             crop = cfg.get("crop_size", size)
-            wins = _windows(*image.shape[:2], crop, cfg.get("stride", crop))
-            if not wins:
-                raise UserError(f"{rec.path}: image {image.shape[1]}x{image.shape[0]} is smaller than crop_size {crop}")
-            pieces = []
-            for y, x in wins:
-                m = mask[y:y + crop, x:x + crop] if mask is not None else None
-                if m is None or mask_classes:
-                    label = int(rec.label)  # (class-id masks: piece() decides)
-                else:
-                    frac = m.mean()
-                    if frac == 0:
-                        label = 0
-                    elif frac >= min_fraction:
-                        label = 1
-                    else:
-                        continue  # a sliver of damage: neither class, skipped
-                pieces.append(piece(image[y:y + crop, x:x + crop], m, label))
-        pieces = [p for p in pieces if p is not None]  # tiles dropped or skipped by piece()
+            if image.shape[0] < crop or image.shape[1] < crop:  # a photo under one tile: made one tile large
+                small_photos += 1
+                image = fit_small(image, crop, how)
+                mask = None if mask is None else fit_small(mask, crop, how, is_mask=True)
+            cuts = [(image[y:y + crop, x:x + crop], None if mask is None else mask[y:y + crop, x:x + crop])
+                    for y, x in _windows(*image.shape[:2], crop, cfg.get("stride", crop))]
+        pieces = []
+        for img, m in cuts:
+            got = _crop_label(m, int(rec.label), own, min_fraction, by_mask, cfg["mode"] == "tile")
+            mixed += got == MIXED
+            if got is not None and got != MIXED:  # a sliver is skipped, a tile of two classes dropped
+                label, defect, binary = got
+                pieces.append((img, binary, label, defect))
+        if not pieces:
+            no_crop.append(str(rec.source_id))
         limit = cfg.get("max_crops_per_image")  # (resize mode: one piece, never over the limit)
         if limit and len(pieces) > limit:
             keep = sorted(rng.choice(len(pieces), limit, replace=False))
             pieces = [pieces[i] for i in keep]
         for k, (img, m, label, defect) in enumerate(pieces):
-            if m is not None and label:
-                sizes.append((*defect_size(m), size / max(m.shape)))
             rel = Path("crops") / rec.split / f"{stem}_{k:03d}.png"
             save_png(out_dir / rel, _resize(img, size, False, fit))
             mask_rel = ""
@@ -194,11 +358,19 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
                          "defect_name": names.get(defect, "undamaged")})
     extra = ["defect_class", "defect_name"]
     manifest = pd.DataFrame.from_records(rows, columns=MANIFEST_COLUMNS + extra)[MANIFEST_COLUMNS + (extra if multiclass else [])]
-    warning = too_small_warning(sizes, len(sizes), cfg)
-    if warning:
-        print(warning)  # before any training: the step's log, and the terminal under Snakemake
+    if small_photos:
+        print(f"crop: {small_photos} photos smaller than crop_size {cfg.get('crop_size', size)} were "
+              f"{'scaled up' if how == 'resize' else 'padded (mirrored)'} to it (crop.small_images: {how})")
+    if conflicts:
+        warnings.add("mask_class_conflict", f"{len(conflicts)} images whose mask disagrees with their folder's class "
+                     f"(their crops take the mask's label): {_some(conflicts)}", count=len(conflicts), files=conflicts[:20])
     if mixed:
-        print(f"crop: dropped {mixed} tiles holding two or more defect classes (each over damaged_min_fraction)")
+        warnings.add("mixed_tiles", f"dropped {mixed} tiles holding two or more defect classes (each over "
+                     "damaged_min_fraction)", count=int(mixed))
+    if no_crop:
+        warnings.add("images_dropped", f"{len(no_crop)} source images gave no crop (each of their tiles a sliver "
+                     f"under damaged_min_fraction, or of two classes): {_some(no_crop)}", count=len(no_crop),
+                     files=no_crop[:20])
     for split in ("train", "val", "test"):
         labels = set(manifest.loc[manifest["split"] == split, "label"])
         if labels != {0, 1}:
@@ -210,4 +382,9 @@ def crop_split(split_index: pd.DataFrame, out_dir: Path, cfg: dict, seed: int,
                 raise UserError(f"crop: the {split} split holds no crop of defect class(es) {sorted(missing)}; every "
                                 f"class needs crops in train, val and test (more source images, or a smaller "
                                 f"damaged_min_fraction)")
+    warnings.write(out_dir)
     return manifest
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")

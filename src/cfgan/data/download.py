@@ -7,9 +7,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..errors import UserError
+from ..progress import progress
 
 
 def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
@@ -37,8 +36,8 @@ def fetch(url: str, dest: Path, sha256: str, manual: str = "", timeout: float = 
             if start and response.status != 206:  # server ignored the range: start over
                 start = 0
             total = int(response.headers.get("Content-Length", 0)) + start or None
-            with open(part, "ab" if start else "wb") as out, tqdm(total=total, initial=start, unit="B",
-                                                                   unit_scale=True, desc=dest.name) as bar:
+            with open(part, "ab" if start else "wb") as out, progress(total=total, initial=start, unit="B",
+                                                                       unit_scale=True, desc=dest.name) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))

@@ -111,6 +111,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return info.width, info.height
 
 
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as displayed, from the header only (no decoding: a quick survey of many photos)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = int(im.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8)  # a quarter turn swaps the sides
+    except _READ_ERRORS as exc:
+        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    return (h, w) if turned else (w, h)
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 

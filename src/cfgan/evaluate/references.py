@@ -48,6 +48,31 @@ def saliency_rows(method: str, val_maps, val_masks, test_maps, test_split, tmask
     return rows, t
 
 
+def attribution_subset(damaged: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Positions (in manifest order) of at most `n` of a split's damaged crops (`damaged`: its boolean mask),
+    drawn with `seed`: the crops every row is compared on when `evaluate.saliency.attribution_crops` is set
+    (evaluate/model_maps.py). Only damaged crops are scored in Table 5, so undamaged ones are never drawn."""
+    members = np.flatnonzero(damaged)
+    if n >= len(members):
+        return members
+    return np.sort(np.random.default_rng(seed).choice(members, n, replace=False))
+
+
+def subset_pair(vmask: np.ndarray, tmask: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The val and test positions of the attribution subset (`attribution_subset`, seeds `seed` and `seed + 1`)
+    and what a row's note says about it."""
+    vsub, tsub = attribution_subset(vmask, n, seed), attribution_subset(tmask, n, seed + 1)
+    return vsub, tsub, (f"; on the attribution subset: {len(vsub)} of {int(vmask.sum())} val and {len(tsub)} of "
+                        f"{int(tmask.sum())} test damaged crops (evaluate.saliency.attribution_crops {n}, seed {seed})")
+
+
+def on_subset(rows: list[dict]) -> list[dict]:
+    """`saliency_rows` of the attribution subset, told apart from the full rows: conditions `val_subset`,
+    `test_subset`, and `subset:<path>` per crop."""
+    renamed = {"val": "val_subset", "test": "test_subset"}
+    return [{**r, "condition": renamed.get(r["condition"], f"subset:{r['condition']}")} for r in rows]
+
+
 def masked_splits(manifest: Path, defect: str | None = None):
     val, test = load_split(manifest, "val", defect=defect), load_split(manifest, "test", defect=defect)
     if test.masks is None:
@@ -110,7 +135,28 @@ def _reference_maps(params, manifest: Path, defect: str | None):
     for method, (val_maps, test_maps, note) in methods.items():
         rows += saliency_rows(method, val_maps, val_masks, test_maps, test, tmask, cfg["quantiles"], note)[0]
         example_maps[method] = test_maps
+    if cfg.get("attribution_crops") is not None:  # the same crops as the attribution rows (evaluate/model_maps.py)
+        rows += _subset_rows(params, val, test, vmask, tmask, methods)
     return rows, (test, example_maps)
+
+
+def _subset_rows(params, val, test, vmask, tmask, methods: dict) -> list[dict]:
+    """The references on the attribution subset, each choice (polarity, threshold) made again on its val crops."""
+    cfg, seed = params["evaluate"]["saliency"], params["seed"]
+    vsub, tsub, subset_note = subset_pair(vmask, tmask, cfg["attribution_crops"], seed)
+    at = np.searchsorted(np.flatnonzero(vmask), vsub)  # the subset among the val damaged crops
+    lc = cfg["local_contrast"]
+    candidates = {p: saliency.local_contrast_maps(val.images[vsub], lc["sigma_narrow"], lc["sigma_wide"], p) for p in saliency.POLARITIES}
+    masks = val.masks.numpy()[vsub]
+    polarity = choose_form(candidates, masks, cfg["quantiles"])
+    subset = {**{m: (v[at], t[tsub], note) for m, (v, t, note) in methods.items()},
+              "local_contrast": (candidates[polarity], saliency.local_contrast_maps(test.images[tsub], lc["sigma_narrow"], lc["sigma_wide"], polarity),
+                                 f"; blur {lc['sigma_narrow']} vs {lc['sigma_wide']} px, polarity '{polarity}' chosen on val")}
+    rows = []
+    for method, (val_maps, test_maps, note) in subset.items():
+        rows += on_subset(saliency_rows(method, val_maps, masks, test_maps, test.subset(torch.as_tensor(tsub)), np.ones(len(tsub), bool),
+                                        cfg["quantiles"], note + subset_note)[0])
+    return rows
 
 
 def save_saliency_examples(path: Path, tasks_maps: dict) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from ..compute import Compute, resolve
-from ..config import run_defect
+from ..config import run_defect, split_seed
 from ..methods import method_of
 from ..data.datasets import load_split, split_labels, tasks
 from ..errors import UserError
@@ -21,10 +21,11 @@ from ..train.baselines import load_baseline
 from ..train.common import load_checkpoint
 from ..train.gan import load_gan
 from ..train.segmenters import load_segmenter, predict_masks
-from . import robustness, saliency, threshold_free, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
+from ..train.unet_classifier import load_unet_classifier
+from . import model_maps, robustness, saliency, threshold_free, uncertainty  # fid is imported by its two steps: pytorch-fid pulls in torchvision
 from ..inference import predict, real_class_probs
 from .. import maps
-from ..metrics import binarize, binary_metrics, choose_form
+from ..metrics import binarize, binary_metrics
 from .references import N_EXAMPLES, local_contrast_pair, masked_splits, saliency_rows, save_saliency_examples
 from .tidy import tidy_frame
 
@@ -49,6 +50,9 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
             note += f"; CPU {here['cpu']}"
         else:  # checkpoints of older code do not record their CPU
             note += f"; trained on CPU {trained.get('cpu', 'not recorded')}, evaluated on CPU {here['cpu']}"
+    for when, record in (("trained", trained), ("evaluated", here)):  # a GPU's name likewise (metrics.json's provenance reads it)
+        if record.get("gpu"):
+            note += f"; {when} on GPU {record['gpu']}"
     if ckpt.get("summary", {}).get("val_maps", {}).get("selected_on") == "val_map_iou":
         tolerance = ckpt["summary"]["val_maps"].get("tolerance")
         rule = f"the best val score among steps within {tolerance:g} of the best maps' val IoU" if tolerance else "the maps' val IoU"
@@ -59,6 +63,18 @@ def _run_note(ckpt: dict, cx: Compute) -> str:
     signs = ckpt.get("summary", {}).get("collapse") or []
     return note + (f"; COLLAPSED run {ckpt['summary']['run']}: " + "; ".join(signs) if signs else "")
 
+
+
+def noise_seed(ckpt: dict, params: dict) -> int:
+    """The seed of G's noise z when a run is evaluated: the run's own training seed (its checkpoint's
+    summary, else the `-s{seed}` of its name), so that z is fixed per seed (docs/method.md): each seed
+    of a configuration is evaluated with its own z draws, the same run always with the same ones, as
+    its validation in training drew them. `params["seed"]` only for a checkpoint that names no seed."""
+    summary = ckpt.get("summary") or {}
+    seed = summary.get("seed")
+    if seed is None:
+        seed = split_seed(str(summary.get("run", "")))[1]
+    return int(params["seed"] if seed is None else seed)
 
 
 def _examples(split, k=N_EXAMPLES) -> torch.Tensor:
@@ -98,7 +114,7 @@ def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, datas
     real, labels = real[keep], labels[keep]
     test = load_split(manifest, "test", defect=defect)
     with cx.autocast():
-        out = predict(test, g=g, batch_size=bs, device=dev, seed=params["seed"], keep_counterfactuals=True)
+        out = predict(test, g=g, batch_size=bs, device=dev, seed=noise_seed(ckpt, params), keep_counterfactuals=True)
     x_cf = out["x_cf"].float()
     net, note = fid.inception(cfg["dims"], cfg["inception_weights"], cfg["allow_untrained_inception"], dev)
     note = f"{note}; Inception at {cx.precision}"
@@ -116,10 +132,19 @@ def run_fid(params, manifest: Path, checkpoint: Path, real_features: Path, datas
     return tidy_frame(rows, dataset, run, "G")
 
 
+# How table 2 and figure 3 name a plain (non-adversarial) classifier's rows, by its checkpoint's kind
+PLAIN_MODELS = {"baseline": "baseline", "unet_classifier": "unet classifier (non-adversarial)"}
+
+
 def _load_any(checkpoint: Path, cx: Compute):
+    """(G, D, checkpoint) of a GAN run; (None, the classifier, checkpoint) of a plain one: the twin
+    (D's backbone) or the non-adversarial UNet classifier (G's architecture, its head's logits)."""
     ckpt = load_checkpoint(checkpoint)
     if ckpt["kind"] == "gan":
         return load_gan(ckpt, cx)
+    if ckpt["kind"] == "unet_classifier":
+        model, ckpt = load_unet_classifier(ckpt, cx)
+        return None, model, ckpt
     model, ckpt = load_baseline(ckpt, cx)
     return None, model, ckpt
 
@@ -146,13 +171,14 @@ def run_classify(params, manifest: Path, checkpoint: Path, dataset: str) -> pd.D
 
     def evaluate(test, run):
         out = predict(test, d=d if g is not None else _twin_task(d, ckpt, run), g=g, batch_size=bs, device=dev,
-                      seed=params["seed"])
+                      seed=noise_seed(ckpt, params))
         y = test.labels.numpy()
-        models = {"baseline": out["d_probs"]} if g is None else {"D": real_class_probs(out["d_logits"]), "G": out["g_probs"]}
+        plain = PLAIN_MODELS[ckpt["kind"]] if g is None else None
+        models = {plain: out["d_probs"]} if g is None else {"D": real_class_probs(out["d_logits"]), "G": out["g_probs"]}
         # image AUROC ranks crops by the damaged-minus-undamaged logit (the damaged probability's ranking, without
         # its float32 saturation at 0 and 1 tying the surest crops); G's head keeps only its probabilities
         margin = out["d_logits"][:, 1] - out["d_logits"][:, 0]
-        scores = {"baseline": margin} if g is None else {"D": margin, "G": out["g_probs"][:, 1]}
+        scores = {plain: margin} if g is None else {"D": margin, "G": out["g_probs"][:, 1]}
         rows = [{"model": m, "metric": k, "condition": "test", "value": v} for m, probs in models.items()
                 for k, v in {**binary_metrics(y, probs.argmax(1).numpy()),
                              "auroc": threshold_free.image_auroc(y, scores[m].numpy())}.items()]
@@ -165,7 +191,9 @@ def run_robustness(params, manifest: Path, checkpoint: Path, dataset: str) -> pd
     dev, bs = cx.device, params["evaluate"]["batch_size"]
     g, d, ckpt = _load_any(checkpoint, cx)
     def evaluate(test, run):
-        model, name = (_twin_task(d, ckpt, run), "baseline") if g is None else (robustness.RealLogits(d), "D")
+        model, name = (_twin_task(d, ckpt, run), PLAIN_MODELS[ckpt["kind"]]) if g is None else (robustness.RealLogits(d), "D")
+        # params["seed"], not the run's: every model and seed is attacked on the same crops with the same
+        # Gaussian draws (the UNet classifier's own z is its run's: HeadClassifier)
         attacked = robustness.stratified_subset(test, params["evaluate"].get("robustness_crops"), params["seed"])
         rows = robustness.sweep(attacked, model, None if g is None else d, params["evaluate"], bs, params["seed"], dev)
         note = _run_note(ckpt, cx).lstrip("; ")
@@ -181,13 +209,13 @@ def run_uncertainty(params, manifest: Path, checkpoint: Path, dataset: str) -> p
     g, d, ckpt = load_gan(checkpoint, cx)
 
     def evaluate(test, run):
-        out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=params["seed"])
+        out = predict(test, d=d, g=g, batch_size=bs, device=dev, seed=noise_seed(ckpt, params))
         rows = uncertainty.fakeness_correlation(out["d_logits"], out["g_probs"], test.labels)
         return tidy_frame(rows, dataset, run, note=f"{len(test)} test crops{_run_note(ckpt, cx)}")
     return _per_task(manifest, ckpt["summary"]["run"], evaluate, cx)
 
 
-FORM_WORDS = {"counterfactual": "map form", "gradcam": "scaling"}
+FORM_WORDS = {"counterfactual": "map form", "gradcam": "scaling", "posthoc": "map form"}
 FUSION = "counterfactual_x_local_contrast"
 
 
@@ -202,50 +230,70 @@ def _fusion_rows(cf_val, cf_test, val, test, vmask, tmask, cfg: dict, note: str)
 
 
 def run_saliency(params, manifest: Path, checkpoint: Path, dataset: str, examples_out: Path) -> pd.DataFrame:
-    """IoU and f1_tol2 per damaged test crop for a GAN run (counterfactual maps and Grad-CAM on
-    its D) or a supervised segmenter; thresholds chosen on val; per task on multi-class data. Beside
-    them the threshold-free pixel AUROC, AUPRO, ODS and OIS of the same maps (`saliency_rows`)."""
+    """IoU and f1_tol2 per damaged test crop for a GAN run (counterfactual maps, Grad-CAM on its D and the
+    Captum attributions of D), a plain twin (Grad-CAM and the attributions of the twin), a post-hoc explainer
+    or a supervised segmenter; forms, turns and thresholds chosen on val; per task on multi-class data.
+    Beside them the threshold-free pixel AUROC, AUPRO, ODS and OIS of the same maps (`saliency_rows`); the
+    attribution subset and every row's cost per crop: evaluate/model_maps.py."""
     cx = resolve(params)
-    dev, bs, seed = cx.device, params["evaluate"]["batch_size"], params["seed"]
+    dev, bs = cx.device, params["evaluate"]["batch_size"]
     cfg = params["evaluate"]["saliency"]
     ckpt = load_checkpoint(checkpoint)
+    seed = noise_seed(ckpt, params)  # G's z for the counterfactual maps: the run's own
     run_note = _run_note(ckpt, cx)
+    turns = cfg.get("turns", [1])  # evaluate.saliency.turns (absent: [1], one pass): a candidate with each form, for every map
+    sigma = cfg["smooth_sigma"]
     if ckpt["kind"] == "segmenter":
         model, ckpt = load_segmenter(ckpt, cx)
-        methods = [("segmenter", lambda s, forms: {"probability": predict_masks(model, s, bs, dev).numpy()}, ["probability"])]
+        base = [model_maps.model_method("segmenter", "the segmenter",
+                                        lambda s, forms: {"probability": predict_masks(model, s, bs, dev).numpy()}, ["probability"], turns)]
+        methods_of = lambda run: base  # noqa: E731
+    elif ckpt["kind"] == "posthoc":  # Charachon et al.'s explainer of a frozen classifier (train/posthoc.py)
+        from ..train.posthoc import classifier_rows, saliency_method
+        method, explained, posthoc_note = saliency_method(ckpt, cx, cfg, bs)
+        run_note = posthoc_note + run_note
+        name, make, names = method
+        posthoc = [model_maps.MapMethod(name, "its classifier", make, list(names), words=FORM_WORDS.get(name, "map form"),
+                                        turned="Gs's and Ga's outputs")]
+        methods_of = lambda run: posthoc  # noqa: E731
+    elif ckpt["kind"] == "baseline":  # the plain twin: Grad-CAM and the attributions of the same backbone without G
+        twin, ckpt = load_baseline(ckpt, cx)
+
+        def methods_of(run):
+            model = _twin_task(twin, ckpt, run)
+            return [model_maps.model_method("gradcam", "the plain twin", lambda s, forms: {
+                        f: saliency.gradcam_maps(model, s, bs, dev, f, layers_of=twin) for f in forms},
+                        cfg.get("gradcam_scalings", ["per_crop"]), turns, words=FORM_WORDS["gradcam"]),
+                    *model_maps.attribution_methods(model, "the plain twin", cfg, bs, dev, params["seed"])]
     else:
         g, d, ckpt = load_gan(ckpt, cx)
-        # each method's candidate forms are scored on val and the best is applied to test, as the threshold is
-        # evaluate.saliency.turns (absent: [1], one pass): each count of flips and quarter turns is a candidate with each form
-        candidates = [maps.candidate_name(f, k) for k in cfg.get("turns", [1]) for f in cfg.get("counterfactual_forms", ["abs"])]
-        methods = [("counterfactual", lambda s, names: maps.counterfactual_candidates(g, s, bs, seed, dev, cfg["smooth_sigma"], names),
-                    candidates),
-                   ("gradcam", lambda s, forms: {f: saliency.gradcam_maps(d, s, bs, dev, f) for f in forms}, cfg.get("gradcam_scalings", ["per_crop"]))]
+        # each method's candidates (a form, and each count of the crop's turns) are scored on val and the best is
+        # applied to test, as the threshold is; the counterfactual's turns average G's output, every other map's the map
+        candidates = [maps.candidate_name(f, k) for k in turns for f in cfg.get("counterfactual_forms", ["abs"])]
+        gan = [model_maps.MapMethod("counterfactual", "G (against D)",
+                                    lambda s, names: maps.counterfactual_candidates(g, s, bs, seed, dev, sigma, names), candidates,
+                                    extra=f"; maps blurred with a {sigma} px Gaussian" if sigma > 0 else "",
+                                    turned="G's counterfactual"),
+               model_maps.model_method("gradcam", "D", lambda s, forms: {f: saliency.gradcam_maps(d, s, bs, dev, f) for f in forms},
+                                       cfg.get("gradcam_scalings", ["per_crop"]), turns, words=FORM_WORDS["gradcam"]),
+               *model_maps.attribution_methods(d, "D", cfg, bs, dev, params["seed"])]
+        methods_of = lambda run: gan  # noqa: E731
     frames, examples = [], {}
     for defect, run in tasks(manifest, ckpt["summary"]["run"]):
         val, test, vmask, tmask = masked_splits(manifest, defect)
-        val_masks = val.masks.numpy()[vmask]
-        rows, example_maps = [], {}
-        for method, make, forms in methods:
-            extra = f"; maps blurred with a {cfg['smooth_sigma']} px Gaussian" if method == "counterfactual" and cfg["smooth_sigma"] > 0 else ""
-            with cx.autocast():  # the maps themselves are computed in fp32 from the models' outputs
-                candidates = make(val, forms)
-                form = choose_form({f: m[vmask] for f, m in candidates.items()}, val_masks, cfg["quantiles"])
-                val_maps, test_maps = candidates[form], make(test, [form])[form]
-            if len(forms) > 1:
-                extra += f"; {FORM_WORDS[method]} '{form}' chosen on val from {list(forms)}"
-            new, t = saliency_rows(method, val_maps[vmask], val_masks, test_maps, test, tmask,
-                                    cfg["quantiles"], extra + run_note)
-            rows += new
-            example_maps[method] = test_maps
-            if len(forms) > 1:  # figure 4 names the form it shows (the paper's one form: nothing to say)
-                example_maps[f"{method}_form"] = form
-            if method == "counterfactual" and cfg.get("fusion", False):
-                rows += _fusion_rows(val_maps[vmask], test_maps, val, test, vmask, tmask, cfg, f"; its map form '{form}'" + extra + run_note)
-            if method == "segmenter":  # a crop is called damaged when its predicted mask is not empty
-                predicted = binarize(test_maps, t).reshape(len(test), -1).any(1)
-                rows += [{"model": method, "metric": k, "condition": "test", "value": v, "note": rows[-1]["note"]}
-                         for k, v in binary_metrics(test.labels.numpy(), predicted).items()]
+        with cx.autocast():  # the maps themselves are computed in fp32 from the models' outputs
+            rows, example_maps, chosen = model_maps.score_methods(methods_of(run), val, test, vmask, tmask, cfg, params["seed"],
+                                                                  run_note)
+        if "counterfactual" in chosen and cfg.get("fusion", False):
+            cf = chosen["counterfactual"]
+            rows += _fusion_rows(cf.val_maps, cf.test_maps, val, test, vmask, tmask, cfg, f"; its map form '{cf.form}'" + cf.note)
+        if "posthoc" in chosen:  # the explained classifier's own calls, table 5's classifier columns
+            rows += classifier_rows(explained, test, bs, cx, chosen["posthoc"].note)
+        if "segmenter" in chosen:  # a crop is called damaged when its predicted mask is not empty
+            sg = chosen["segmenter"]
+            predicted = binarize(sg.test_maps, sg.threshold).reshape(len(test), -1).any(1)
+            rows += [{"model": "segmenter", "metric": k, "condition": "test", "value": v, "note": sg.note}
+                     for k, v in binary_metrics(test.labels.numpy(), predicted).items()]
         examples[defect] = (test, example_maps)
         frames.append(tidy_frame(rows, dataset, run))
     save_saliency_examples(examples_out, examples)

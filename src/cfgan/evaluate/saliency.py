@@ -31,14 +31,15 @@ TOLERANCE_PX = 2           # f1_tol2: crack-detection benchmarks' distance toler
 GRADCAM_SCALINGS = ("absolute", "per_crop")
 
 
-def gradcam_maps(d, split, batch_size: int, device="cpu", scaling: str = "per_crop") -> np.ndarray:
+def gradcam_maps(d, split, batch_size: int, device="cpu", scaling: str = "per_crop", layers_of=None) -> np.ndarray:
     """Grad-CAM of D's 'damaged' logit at its last convolutional stage (pytorch-grad-cam).
 
     `scaling`: `per_crop` (default, as `evaluate.saliency.gradcam_scalings` defaults) is
     pytorch-grad-cam's own output, min-max scaled per crop, which puts a maximum of 1 in every crop,
     the faint ones included (the relative threshold the rule exists to avoid); `absolute` keeps the
     CAM's own values (ReLU'd, resized to the crop), so that the one-threshold rule compares crops
-    on one scale, as it does every other map."""
+    on one scale, as it does every other map. `layers_of`: the network whose last stage is hooked when `d`
+    wraps it (the multi-class twin seen through two of its logits)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -46,7 +47,7 @@ def gradcam_maps(d, split, batch_size: int, device="cpu", scaling: str = "per_cr
     if scaling not in GRADCAM_SCALINGS:
         raise ValueError(f"evaluate.saliency.gradcam_scaling must be one of {GRADCAM_SCALINGS}, not {scaling!r}")
     maps = []
-    layer, reshape = cam_target_layer(d)
+    layer, reshape = cam_target_layer(d if layers_of is None else layers_of)
 
     def to_fp32(t):  # under bf16 autocast the hooked activations and gradients are bf16, which numpy lacks
         return (reshape(t) if reshape else t).float()

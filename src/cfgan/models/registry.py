@@ -55,9 +55,13 @@ DISCRIMINATORS: dict[str, Callable[[dict, int, int], nn.Module]] = {
 }
 
 
+class UnknownModel(KeyError):
+    """A generator or discriminator name the registry lacks (a checkpoint of another version names one)."""
+
+
 def build_generator(name: str, cfg: dict, image_size: int) -> nn.Module:
     if name not in GENERATORS:
-        raise KeyError(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}")
+        raise UnknownModel(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}")
     return GENERATORS[name](cfg, image_size)
 
 
@@ -85,7 +89,7 @@ def build_segmenter(name: str, cfg: dict, image_size: int) -> nn.Module:
 
 def build_discriminator(name: str, cfg: dict, image_size: int, num_classes: int = 3) -> nn.Module:
     if name not in DISCRIMINATORS:
-        raise KeyError(f"unknown discriminator {name!r}; known: {', '.join(DISCRIMINATORS)}")
+        raise UnknownModel(f"unknown discriminator {name!r}; known: {', '.join(DISCRIMINATORS)}")
     return DISCRIMINATORS[name](cfg, image_size, num_classes)
 
 

@@ -43,7 +43,9 @@ def _chosen_forms(path: Path, defects: list[str | None], method: str) -> list[st
         return sorted({str(f[key]) if (key := f"{method}_form" + (f"__{d}" if d else "")) in f else default for d in defects})
 
 
-def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
+def build_report(params: dict, evaluations: Path, out: Path, params_files: list[str] | None = None) -> list[Path]:
+    """Every table and figure of `evaluations` into `out`, and metrics.json: the headline numbers and their
+    provenance (`params_files`: the command's --params, which name the experiment)."""
     ev = {kind: sorted((evaluations / kind).glob("*.csv")) for kind in
           ("fid", "classification", "robustness", "uncertainty", "saliency", "multiclass")}
     if not ev["classification"]:
@@ -90,10 +92,14 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
         t5 = tables.table5_segmentation(sal, cls)
         table(t5, "table5_segmentation.csv", "Table 5: saliency masks against ground truth (test split, damaged crops; "
               "mean over seeds, sd, n_seeds; IoU and f1_tol2 at the val-chosen threshold, which maximises the mean val IoU; "
-              "pixel AUROC, AUPRO to FPR 0.3, ODS and OIS at 2 px need no threshold, ODS/OIS pick theirs on test by definition)",
+              "pixel AUROC, AUPRO to FPR 0.3, ODS and OIS at 2 px need no threshold, ODS/OIS pick theirs on test by definition; "
+              "`explains`: whose maps; `crops`: every damaged test crop, or the attribution subset every row is also scored "
+              "on, compare within one; `turns`: flips and quarter turns averaged, chosen on val; costs per crop in the notes)",
               tables.table5_notes(sal, t5))
         sources = {f"segmenter {a}": (f"segmenter-{a}-s{first_seed}", "segmenter") for a in params["segmenter"]["architectures"]}
         sources["local contrast (no training)"] = ("references", "local_contrast")
+        first_twin = params["grid"]["discriminators"][0]  # Charachon et al.'s explainer of it, where one was trained
+        sources[f"post-hoc explainer of twin {first_twin}"] = (f"posthoc-{first_twin}-s{first_seed}", "posthoc")
         # one block of rows per defect class (its GAN's crops), or the one binary task
         gan = [_examples(ex / f"{run}_saliency.npz", d, ("x", "mask", "counterfactual", "gradcam")) for d, run in shown]
         others = {name: [_examples(ex / f"{file}_saliency.npz", d, (key,))[key] for d, _ in shown]
@@ -107,7 +113,9 @@ def build_report(params: dict, evaluations: Path, out: Path) -> list[Path]:
                               [d for (d, _), g in zip(shown, gan) for _ in g["x"]] if defects else None, forms)
         figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
         written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
-    write_json(out / "metrics.json", metrics.headline(cls, rob, unc, sal))
+    showcase_config = run_name(show["generator"], show["discriminator"], show["cycles"])
+    write_json(out / "metrics.json", {**metrics.headline(cls, rob, unc, sal), metrics.PROVENANCE: metrics.provenance(
+        params_files, [fid, cls, rob, unc, sal, mc], showcase_config)})
     for attack in ("pgd", "noise"):
         write_csv(out / "plots" / f"{attack}.csv", metrics.sweep_table(rob, attack))
     written += [out / "metrics.json", out / "plots/pgd.csv", out / "plots/noise.csv"]

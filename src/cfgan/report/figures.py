@@ -93,11 +93,24 @@ def _form_label(forms: list[str]) -> str:
     return ", ".join(labels)
 
 
+def method_scale(maps: list[np.ndarray]) -> tuple[float, float]:
+    """One (vmin, vmax) for all of a method's maps in a figure: their range over every crop shown."""
+    values = np.concatenate([np.asarray(m, dtype=float).ravel() for m in maps])
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    return lo, max(hi, lo + 1e-6)
+
+
 def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, np.ndarray] | None = None,
                   row_labels: list[str] | None = None, forms: dict[str, list[str]] | None = None) -> None:
     """Input, ground truth, the GAN's counterfactual map, Grad-CAM on its D, and (when given)
     the supervised segmenters' probability maps on the same crops. `forms`: the map form (and
-    Grad-CAM scaling) each column shows, as chosen on val; absent: the paper's |x - G(x)|."""
+    Grad-CAM scaling) each column shows, as chosen on val; absent: the paper's |x - G(x)|.
+
+    Each method's maps are drawn on one colour scale, its range over the crops shown (named in the
+    column's title), never stretched per crop: a per-crop min-max would paint a near-identity G's
+    noise as brightly as a real change, the reading the text rejects (one absolute threshold per
+    method, never one relative to each map's maximum)."""
     x, mask = examples["x"], examples["mask"]
     forms = {"counterfactual": ["abs"], "gradcam": ["per_crop"], **(forms or {})}
     cols = [("input", lambda i: _img(x[i]), None), ("ground truth", lambda i: mask[i], "gray"),
@@ -107,10 +120,14 @@ def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, 
              lambda i: examples["gradcam"][i], "magma")]
     for name, maps in (segmenters or {}).items():
         cols.append((name, lambda i, m=maps: m[i], "magma"))
-    fig, axes = plt.subplots(len(x), len(cols), figsize=(1.8 * len(cols), 1.8 * len(x)), squeeze=False)
+    scales = [method_scale([get(i) for i in range(len(x))]) if cmap == "magma" else (0.0, 1.0) if cmap else (None, None)
+              for _, get, cmap in cols]  # the input is RGB; the ground truth a 0/1 mask
+    cols = [(f"{name}\n(scale {lo:.3g} to {hi:.3g})" if cmap == "magma" else name, get, cmap)
+            for (name, get, cmap), (lo, hi) in zip(cols, scales)]
+    fig, axes = plt.subplots(len(x), len(cols), figsize=(2.1 * len(cols), 1.9 * len(x)), squeeze=False)
     for i in range(len(x)):
         for j, (name, get, cmap) in enumerate(cols):
-            axes[i, j].imshow(get(i), cmap=cmap)
+            axes[i, j].imshow(get(i), cmap=cmap, vmin=scales[j][0], vmax=scales[j][1])
             axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
             if i == 0:
                 axes[i, j].set_title(name, fontsize=8)
@@ -122,10 +139,16 @@ def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, 
 
 def fig5_iou_quantiles(sal: pd.DataFrame, path: Path) -> None:
     """IoU at each quantile of the damaged test crops, per method and configuration: the line is
-    the mean of the per-seed quantile curves, the band their standard deviation."""
+    the mean of the per-seed quantile curves, the band their standard deviation. A method drawn only on the
+    attribution subset (evaluate.saliency.attribution_crops) is shown on its crops, labelled `subset`; the
+    subset's rescoring of the other methods stays in table 5."""
     per_image = sal[sal["metric"] == "iou"]
+    on_subset = per_image["condition"].astype(str).str.startswith("subset:")
+    full = per_image[~on_subset]
+    drawn = set(zip(full["run"], full["model"]))
+    subset_only = per_image[on_subset & [(r, m) not in drawn for r, m in zip(per_image["run"], per_image["model"])]]
     rows = []
-    for (run, method), grp in per_image.groupby(["run", "model"]):
+    for (run, method), grp in pd.concat([full, subset_only.assign(model=subset_only["model"] + ", subset")]).groupby(["run", "model"]):
         config = split_seed(run)[0]
         for q in np.linspace(0, 1, 21):
             rows.append({"series": f"{method} ({config})", "seed_run": run, "quantile": q,

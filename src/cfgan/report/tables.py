@@ -137,22 +137,42 @@ def table5_segmentation(sal: pd.DataFrame, cls: pd.DataFrame) -> pd.DataFrame:
     so they bound, not replace, the val-chosen IoU and f1_tol2). ODS and OIS are reported for every
     masked data set, thin cracks and blob-like defects alike, rather than switched by a params key:
     one rule, and a reader of a blob data set ignores two columns. Evaluations from before these
-    scores existed simply lack their columns."""
-    d_cls = cls[cls["model"] == "D"][["run", "metric", "value"]]
+    scores existed simply lack their columns.
+
+    `explains`: the model whose maps a row scores (G, D, the plain `twin`, a segmenter; `none` for the
+    training-free references), beside the classifier scores of D or the twin. `crops`: `all` damaged test
+    crops, or the attribution `subset` (`evaluate.saliency.attribution_crops`), on which the Captum rows are
+    drawn and every other row is scored again, so that rows are compared on the same crops (the notes give the
+    numbers of crops and each row's cost per crop). `turns`: the number of the crop's flips and quarter turns
+    its maps were averaged over, chosen on val (`evaluate.saliency.turns`; 1: one pass)."""
+    d_cls = cls[cls["model"].isin(["D", "baseline"])][["run", "metric", "value"]]  # D's, or the twin's, own calls
     d_cls = d_cls[d_cls["metric"].isin(["accuracy", "f1"])]
     maps = sal[sal["metric"].isin(["iou_mean", "iou_median", "f1_tol2_mean", "f1_tol2_median", *THRESHOLD_FREE, "coverage",
-                                   "accuracy", "f1"])]
-    borrowed = maps[["run", "model"]].drop_duplicates().merge(d_cls, on="run")  # D's scores beside its maps
-    has_own = maps[maps["metric"] == "f1"][["run", "model"]].assign(own=True)
+                                   "accuracy", "f1", "turns"])]
+    conditions = maps["condition"] if "condition" in maps else pd.Series("test", index=maps.index)
+    maps = maps.assign(crops=conditions.map(lambda c: "subset" if str(c).endswith("_subset") else "all"))
+    borrowed = maps[["run", "model", "crops"]].drop_duplicates().merge(d_cls, on="run")  # D's scores beside its maps
+    has_own = maps[maps["metric"] == "f1"][["run", "model"]].drop_duplicates().assign(own=True)
     borrowed = borrowed.merge(has_own, on=["run", "model"], how="left")
     borrowed = borrowed[borrowed["own"].isna()].drop(columns="own")
-    rows = pd.concat([maps[["run", "model", "metric", "value"]], borrowed], ignore_index=True)
+    rows = pd.concat([maps[["run", "model", "crops", "metric", "value"]], borrowed], ignore_index=True)
     rows = with_config(rows).rename(columns={"model": "saliency"})
-    keys = _by_defect(rows, ["config", "saliency"])
+    rows = rows.assign(explains=[explained_model(r, m) for r, m in zip(rows["run"], rows["saliency"])])
+    keys = _by_defect(rows, ["config", "saliency", "explains", "crops"])
     out = over_seeds(rows, keys, ["iou_median", "iou_mean", "f1_tol2_median", "f1_tol2_mean", *THRESHOLD_FREE,
-                                  "coverage", "accuracy", "f1"])
-    order = (["defect"] if keys[0] == "defect" else []) + ["iou_median"]
+                                  "coverage", "turns", "accuracy", "f1"])
+    order = (["defect"] if keys[0] == "defect" else []) + ["crops", "iou_median"]
     return out.sort_values(order, ascending=[True] * (len(order) - 1) + [False], kind="stable").reset_index(drop=True)
+
+
+def explained_model(run: str, method: str) -> str:
+    """Whose maps a Table 5 row scores, from its run's name and its method (the saliency step's rows)."""
+    if run.startswith("references"):
+        return "none"
+    for prefix, who in (("baseline-", "twin"), ("segmenter-", "segmenter"), ("posthoc-", "twin (post-hoc Gs, Ga)")):
+        if run.startswith(prefix):
+            return who
+    return "G" if method.startswith("counterfactual") else "D"
 
 
 def table5_notes(sal: pd.DataFrame, table: pd.DataFrame) -> str:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from ..progress import progress
 
 from ..compute import resolve
-from ..data.augment import augment
 from ..data.datasets import defect_names, load_split, read_manifest
 from ..inference import predict
 from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
-from .common import as_checkpoint, batch_indices, read_losses, rebuilds, save_run, seed_everything
+from .batches import draw_batch
+from .common import as_checkpoint, read_losses, rebuilds, save_run, seed_everything
 from .ema import averaged_copy, update_ema
 
 
@@ -38,12 +38,12 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     judged = averaged_copy(model) if decay > 0 else model
     val_every = params["train"]["val_every"]
     model.train()
-    for step in tqdm(range(cfg["steps"]), desc=name, unit="step"):
-        idx = batch_indices(train.classes, cfg["batch_size"], rng, cfg.get("balance", False))
-        x, _ = train.batch(idx, dev)
-        y = train.classes[idx].to(dev)
+    for step in progress(range(cfg["steps"]), desc=name, unit="step"):
+        # the GAN's batch builder: the same balance, augmentation and relabelling of crops whose defect
+        # the augmentation cut away (to undamaged, class 0), over the twin's classes
+        x, y = draw_batch(train, cfg["batch_size"], cfg.get("balance", False), params["train"], rng, dev, train.classes)
         with cx.autocast():
-            loss = F.cross_entropy(model(augment(x, params["train"]["augment"], rng)).float(), y)
+            loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -151,23 +151,57 @@ def _calls_in_pickle(path: Path) -> str:
     return f"the pickle uses {', '.join(calls)}" if calls else ""
 
 
+class StaleEntry(KeyError):
+    """A key a loader asked of a checkpoint that lacks it (an older or another layout)."""
+
+
+class _Tracked(dict):
+    """A checkpoint's dict (its top level, summary, params and their sub-dicts, not its state dicts)
+    whose missing keys raise StaleEntry: `rebuilds` then knows the checkpoint lacked them, not the code."""
+
+    def __missing__(self, key):
+        raise StaleEntry(key)
+
+
+def _tracked(value):
+    if type(value) is dict:  # state dicts (OrderedDicts of tensors) stay as they are
+        return _Tracked({k: _tracked(v) for k, v in value.items()})
+    return value
+
+
+def _stale_state_dict(exc: BaseException) -> bool:
+    """load_state_dict's error for missing / unexpected keys or a size mismatch."""
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Error(s) in loading state_dict")
+
+
 def rebuilds(loader):
     """Decorate a `load_*(source, dev)` function: a checkpoint whose models this code cannot rebuild
-    (another architecture or size, a name the registry lacks, missing entries) is a UserError."""
+    is a UserError naming the file. Only what a stale checkpoint raises is read so: load_state_dict's
+    missing / unexpected keys or size mismatch (another architecture or size), a key the loader asks
+    of the checkpoint (its summary, params, state entries) that the file lacks, and a model name the
+    registry lacks. Every other error (a bug in a constructor, the device running out of memory)
+    propagates as it is."""
+    from ..models.registry import UnknownModel
+
     @functools.wraps(loader)
     def wrapper(source, *args, **kwargs):
         from ..errors import UserError
+        original = as_checkpoint(source)
+        ckpt = _tracked(original)  # the loader reads this copy; the caller gets its own dict back
         try:
-            return loader(source, *args, **kwargs)
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            if isinstance(exc, torch.OutOfMemoryError):  # the device, not the checkpoint
+            result = loader(ckpt, *args, **kwargs)
+        except (StaleEntry, UnknownModel, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not _stale_state_dict(exc):
                 raise
-            ckpt = source if isinstance(source, dict) else {"file": str(source)}
             summary = ckpt.get("summary", {}) if isinstance(ckpt.get("summary"), dict) else {}
             what = ", ".join(f"{k} {summary[k]}" for k in ("run", "image_size") if k in summary) or "no summary"
             made_by = (ckpt.get("versions") or {}).get("cfgan", "an unknown version")
+            kind = "KeyError" if isinstance(exc, KeyError) else exc.__class__.__name__
             detail = " ".join(line.strip() for line in str(exc).splitlines())[:300] or "no detail"
+            if isinstance(exc, StaleEntry):
+                detail = f"the checkpoint has no entry {exc.args[0]!r}"
             raise UserError(f"{ckpt.get('file', '(checkpoint)')}: cannot rebuild its models ({what}; written by cfgan "
                             f"{made_by}, this is {__version__}): it was made for another architecture or version "
-                            f"than this code builds ({exc.__class__.__name__}: {detail})") from None
+                            f"than this code builds ({kind}: {detail})") from None
+        return tuple(original if part is ckpt else part for part in result) if isinstance(result, tuple) else result
     return wrapper

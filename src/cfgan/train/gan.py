@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from ..progress import progress
 
 from .. import attacks
 from ..compute import Compute, resolve
@@ -181,7 +181,7 @@ def train_gan(params: dict, manifest: Path, run: str, out_dir: Path, dataset: st
     balance = cfg.get("balance", False)
     batch_size = params["evaluate"]["batch_size"]
     pending = []  # this interval's per-step losses, still tensors: read once, at the next validation
-    for step in tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
+    for step in progress(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=run, unit="step"):
         x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, dev)
         schedule_lr(opt_g, opt_d, cfg, step)
         update_g = (step + 1) % cfg["g_every"] == 0

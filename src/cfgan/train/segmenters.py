@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from ..progress import progress
 
 from ..compute import resolve
 from ..data.datasets import load_split
@@ -66,7 +66,7 @@ def train_segmenter(params: dict, manifest: Path, arch: str, out_dir: Path, seed
     pos_weight = torch.tensor((1 - positive) / max(positive, 1e-6), device=dev).clamp(max=100.0)
     quantiles = params["evaluate"]["saliency"]["quantiles"]
     model.train()
-    for step in tqdm(range(cfg["steps"]), desc=name, unit="step"):
+    for step in progress(range(cfg["steps"]), desc=name, unit="step"):
         idx = batch_indices(train.labels, cfg["batch_size"], rng, cfg.get("balance", False))
         x, _ = train.batch(idx, dev)
         target = train.masks[idx].to(dev).float()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from tqdm import tqdm
+from ..progress import progress
 
 from ..compute import Compute
 from .batches import training_batch
@@ -24,7 +24,7 @@ def warm_up(g, d, opt_g, opt_d, train, cfg: dict, rng, compute: Compute, run: st
     warm = cfg.get("warmup", {})
     balance = cfg.get("balance", False)
     for who, steps in (("D", warm.get("d_steps", 0)), ("G", warm.get("g_steps", 0))):
-        for _ in tqdm(range(steps), desc=f"{run} {who} warm-up", unit="step", disable=steps == 0):
+        for _ in progress(range(steps), desc=f"{run} {who} warm-up", unit="step", disable=steps == 0):
             x, y = training_batch(train, batch_indices(train.labels, cfg["batch_size"], rng, balance), cfg, rng, compute.device)
             with compute.autocast():
                 if who == "D":
