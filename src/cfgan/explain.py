@@ -112,6 +112,34 @@ def _as_uint8(x_cf: torch.Tensor) -> np.ndarray:
 BATCH = 64  # images through the models at a time: a folder of photos need not fit in memory at once
 
 
+
+def read_crops(images: list, size: int, progress: bool) -> tuple[list, torch.Tensor]:
+    """Every photo's shape and its crop at `size`, all read before anything is written (a bad file
+    stops the command with nothing half-done); keeps the crops only, not the photos."""
+    shapes, x = [], []
+    for path in tqdm(images, desc="read", unit="image", disable=not progress):
+        array = read_rgb(path)
+        shapes.append(array.shape)
+        x.append(inputs([array], size))
+    return shapes, torch.cat(x)
+
+
+def output_files(images: list, out: Path, force: bool, tags=("",), names=None, also_writes=None) -> list[list[Path]]:
+    """Each image's output files (counterfactual and saliency PNG per tag, then its JSON), refused
+    where two images would share a name or, without `force`, where a file exists already."""
+    targets, seen = [], {}
+    for n, path in enumerate(images):
+        stem = names[n] if names is not None else Path(path).stem
+        if stem in seen:  # one image's outputs would silently replace the other's
+            raise UserError(f"{seen[stem]} and {path} would both be written as {out / stem}*; explain them into separate --out folders")
+        seen[stem] = path
+        files = [out / f"{stem}{t}_{kind}.png" for t in tags for kind in ("counterfactual", "saliency")] + [out / f"{stem}.json"]
+        clash = [str(f) for f in files + (also_writes(stem, list(tags)) if also_writes else []) if f.exists()]
+        if clash and not force:
+            raise UserError(f"{', '.join(clash)} already exist; pass --force to overwrite or choose another --out")
+        targets.append(files)
+    return targets
+
 def explain(run: str | list[str], images: list[str], out: Path, force: bool = False, seed: int = 0,
             form: str = "abs", names: list[str] | None = None, also_writes=None, on_image=None,
             progress: bool = False) -> list[Path]:
@@ -145,24 +173,9 @@ def explain(run: str | list[str], images: list[str], out: Path, force: bool = Fa
     if len(sizes) > 1:
         raise UserError(f"--run: the runs were trained on different crop sizes {sorted(sizes)}")
     size = sizes.pop()
-    shapes, x = [], []  # reads all first: a bad file stops before anything is written; keeps the crops only
-    for path in tqdm(images, desc="read", unit="image", disable=not progress):
-        array = read_rgb(path)
-        shapes.append(array.shape)
-        x.append(inputs([array], size))
-    x = torch.cat(x)
-    targets, seen = [], {}
-    for n, path in enumerate(images):
-        stem = names[n] if names is not None else Path(path).stem
-        if stem in seen:  # one image's outputs would silently replace the other's
-            raise UserError(f"{seen[stem]} and {path} would both be written as {out / stem}*; explain them into separate --out folders")
-        seen[stem] = path
-        tags = [f"_{k}" for k in defects] if multi else [""]
-        files = [out / f"{stem}{t}_{kind}.png" for t in tags for kind in ("counterfactual", "saliency")] + [out / f"{stem}.json"]
-        clash = [str(f) for f in files + (also_writes(stem, tags) if also_writes else []) if f.exists()]
-        if clash and not force:
-            raise UserError(f"{', '.join(clash)} already exist; pass --force to overwrite or choose another --out")
-        targets.append(files)
+    shapes, x = read_crops(images, size, progress)
+    tags = [f"_{k}" for k in defects] if multi else [""]
+    targets = output_files(images, out, force, tags, names, also_writes)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (path, files) in enumerate(tqdm(list(zip(images, targets)), desc="explain", unit="image", disable=not progress)):

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from .compute import resolve
-from .data.images import read_rgb
 from .errors import UserError
-from .explain import BATCH, _as_uint8, _figure, _save_png, checkpoints, inputs
+from .explain import BATCH, _as_uint8, _figure, _save_png, checkpoints, output_files, read_crops
 from .io import write_text
 from .maps import counterfactual_form, parse_candidate
 from .ood import assess
@@ -60,23 +59,8 @@ def explain_posthoc(run: str, images: list[str], out: Path, force: bool = False,
     explainer, c, ckpt = load_posthoc(ckpt, cx, classifier)
     s = ckpt["summary"]
     size = s["image_size"]
-    shapes, x = [], []
-    for path in tqdm(images, desc="read", unit="image", disable=not progress):  # all first: a bad file stops before anything is written
-        array = read_rgb(path)
-        shapes.append(array.shape)
-        x.append(inputs([array], size))
-    x = torch.cat(x)
-    targets, seen = [], {}
-    for n, path in enumerate(images):
-        stem = Path(path).stem
-        if stem in seen:
-            raise UserError(f"{seen[stem]} and {path} would both be written as {out / stem}*; explain them into separate --out folders")
-        seen[stem] = path
-        files = [out / f"{stem}_counterfactual.png", out / f"{stem}_saliency.png", out / f"{stem}.json"]
-        clash = [str(f) for f in files if f.exists()]
-        if clash and not force:
-            raise UserError(f"{', '.join(clash)} already exist; pass --force to overwrite or choose another --out")
-        targets.append(files)
+    shapes, x = read_crops(images, size, progress)
+    targets = output_files(images, out, force)
     out.mkdir(parents=True, exist_ok=True)
     calibration = s.get("ood")
     written = []

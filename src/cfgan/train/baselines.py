@@ -4,21 +4,17 @@ classifier (undamaged and each defect class), selected on val by macro F1."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
-from ..progress import progress
 
 from ..compute import resolve
 from ..data.datasets import defect_names, load_split, read_manifest
 from ..inference import predict
 from ..metrics import binary_metrics, multiclass_metrics
 from ..models import build_discriminator
-from .batches import draw_batch
 from .common import as_checkpoint, read_losses, rebuilds, save_run, seed_everything
-from .ema import averaged_copy, update_ema
+from .supervised import fit
 
 
 def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, seed: int = 0) -> dict:
@@ -32,36 +28,21 @@ def train_baseline(params: dict, manifest: Path, backbone: str, out_dir: Path, s
     n_out = len(classes) if classes else 2
     image_size = train.images.shape[-1]
     model = cx.prepare(build_discriminator(backbone, params["discriminator"], image_size, n_out), "discriminator")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    best, log = {"f1": -1.0, "step": 0, "state": None}, []
-    decay = cfg.get("ema", 0)  # an average of the twin, as train.ema_d averages D: the fair twin of an averaged D
-    judged = averaged_copy(model) if decay > 0 else model
-    val_every = params["train"]["val_every"]
-    model.train()
-    for step in progress(range(cfg["steps"]), desc=name, unit="step"):
-        # the GAN's batch builder: the same balance, augmentation and relabelling of crops whose defect
-        # the augmentation cut away (to undamaged, class 0), over the twin's classes
-        x, y = draw_batch(train, cfg["batch_size"], cfg.get("balance", False), params["train"], rng, dev, train.classes)
+    batch_size = params["evaluate"]["batch_size"]
+
+    def loss_of(x, y):
         with cx.autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if decay > 0:
-            update_ema(judged, model, decay)
-        row = {"step": step + 1, "loss": loss.detach()}
-        if (step + 1) % val_every == 0 or step + 1 == cfg["steps"]:
-            judged.eval()
-            with cx.autocast():
-                probs = predict(val, d=judged, batch_size=params["evaluate"]["batch_size"], device=dev)["d_probs"]
-            model.train()
-            pred = probs.argmax(1).numpy()
-            f1 = multiclass_metrics(val.classes.numpy(), pred, n_out)["macro_f1"] if classes else \
-                binary_metrics(val.labels.numpy(), pred)["f1"]
-            row["val_f1"] = f1
-            if f1 > best["f1"]:
-                best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(judged.state_dict())}
-        log.append(row)
+            return F.cross_entropy(model(x).float(), y)
+
+    def val_f1_of(judged):
+        with cx.autocast():
+            pred = predict(val, d=judged, batch_size=batch_size, device=dev)["d_probs"].argmax(1).numpy()
+        return multiclass_metrics(val.classes.numpy(), pred, n_out)["macro_f1"] if classes else binary_metrics(val.labels.numpy(), pred)["f1"]
+
+    # an average of the twin (baseline.ema), as train.ema_d averages D: the fair twin of an averaged D; the
+    # GAN's batch builder over the twin's classes (a crop whose defect the augmentation cut away is class 0)
+    best, log = fit(model, loss_of, val_f1_of, train, cfg, params["train"], params["train"]["val_every"], rng, dev, name, train.classes)
+    decay = cfg.get("ema", 0)
     summary = {"run": name, "backbone": backbone, "seed": seed, "balance": cfg.get("balance", False), "best_step": best["step"], "val_f1": best["f1"],
                "image_size": image_size, **({"classes": classes} if classes else {}), **({"ema": decay} if decay > 0 else {})}
     log = read_losses(log)

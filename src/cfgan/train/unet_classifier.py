@@ -13,7 +13,6 @@ set it is one damaged-vs-undamaged classifier, evaluated on each defect class's 
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -25,10 +24,8 @@ from ..data.datasets import load_split
 from ..inference import predict
 from ..metrics import binary_metrics
 from ..models import build_generator
-from ..progress import progress
-from .batches import draw_batch
 from .common import as_checkpoint, read_losses, rebuilds, save_run, seed_everything
-from .ema import averaged_copy, update_ema
+from .supervised import fit
 
 KIND = "unet_classifier"
 
@@ -67,33 +64,21 @@ def train_unet_classifier(params: dict, manifest: Path, generator: str, out_dir:
     train, val = load_split(manifest, "train").to(dev), load_split(manifest, "val")
     image_size = train.images.shape[-1]
     g = cx.prepare(build_generator(generator, params["generator"], image_size), "generator")
-    opt = torch.optim.Adam(g.parameters(), lr=cfg["lr"])
-    decay = cfg.get("ema", 0)  # baseline.ema: an average of the network, as for the plain twin
-    judged = averaged_copy(g) if decay > 0 else g
     vq_weight = params["train"]["loss"]["vq"]
-    val_every, batch_size = params["train"]["val_every"], params["evaluate"]["batch_size"]
-    best, log = {"f1": -1.0, "step": 0, "state": None}, []
-    g.train()
-    for step in progress(range(cfg["steps"]), desc=name, unit="step"):
-        x, y = draw_batch(train, cfg["batch_size"], cfg.get("balance", False), params["train"], rng, dev)
+    batch_size = params["evaluate"]["batch_size"]
+
+    def loss_of(x, y):
         with cx.autocast():
-            loss = _head_loss(g, x, y, vq_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if decay > 0:
-            update_ema(judged, g, decay)
-        row = {"step": step + 1, "loss": loss.detach()}
-        if (step + 1) % val_every == 0 or step + 1 == cfg["steps"]:
-            judged.eval()
-            with cx.autocast():
-                probs = predict(val, d=HeadClassifier(judged, seed), batch_size=batch_size, device=dev)["d_probs"]
-            g.train()
-            f1 = binary_metrics(val.labels.numpy(), probs.argmax(1).numpy())["f1"]
-            row["val_f1"] = f1
-            if f1 > best["f1"]:
-                best = {"f1": f1, "step": step + 1, "state": copy.deepcopy(judged.state_dict())}
-        log.append(row)
+            return _head_loss(g, x, y, vq_weight)
+
+    def val_f1_of(judged):
+        with cx.autocast():
+            probs = predict(val, d=HeadClassifier(judged, seed), batch_size=batch_size, device=dev)["d_probs"]
+        return binary_metrics(val.labels.numpy(), probs.argmax(1).numpy())["f1"]
+
+    # baseline.ema: an average of the network, as for the plain twin
+    best, log = fit(g, loss_of, val_f1_of, train, cfg, params["train"], params["train"]["val_every"], rng, dev, name)
+    decay = cfg.get("ema", 0)
     summary = {"run": name, "generator": generator, "seed": seed, "balance": cfg.get("balance", False),
                "best_step": best["step"], "val_f1": best["f1"], "image_size": image_size,
                **({"ema": decay} if decay > 0 else {})}
