@@ -17,7 +17,7 @@ from conftest import ROOT
 L1_DOUBLED = ("train/losses.py", '"l1": (x - x_cf).abs().mean()', '"l1": 2 * (x - x_cf).abs().mean()')
 FIGURE_COLOURS = ("report/figures.py", 'cmap="magma"', 'cmap="viridis"')
 UNRELATED_COMMENT = ("dvc_pipeline.py", "from __future__ import annotations", "# a comment\nfrom __future__ import annotations")
-EVALUATIONS = ["fid-real", "fid", "classify", "robustness", "uncertainty", "saliency", "multiclass"]
+EVALUATIONS = ["fid-real", "fid", "classify", "robustness", "uncertainty", "saliency", "multiclass", "adversarial-maps"]
 
 
 def edit(package: Path, change) -> str:

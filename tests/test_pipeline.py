@@ -17,8 +17,10 @@ from conftest import ROOT, copy_workflow, run_snakemake
 from test_code_deps import FIGURE_COLOURS, L1_DOUBLED, UNRELATED_COMMENT, edit
 
 ARTIFACTS = [f"tables/{t}.{ext}" for t in ("table1_fid", "table2_classification", "table3_fid_subsets",
-                                            "table4_fakeness_correlation", "table5_segmentation") for ext in ("csv", "md")]
-ARTIFACTS += [f"figures/{f}.png" for f in ("fig2_counterfactuals", "fig3_pgd", "fig3_noise", "fig4_saliency", "fig5_iou_quantiles")]
+                                            "table4_fakeness_correlation", "table5_segmentation", "table6_adversarial_maps")
+             for ext in ("csv", "md")]
+ARTIFACTS += [f"figures/{f}.png" for f in ("fig2_counterfactuals", "fig3_pgd", "fig3_noise", "fig4_saliency", "fig5_iou_quantiles",
+                                           "fig6_adversarial_maps")]
 
 
 snakemake = run_snakemake
@@ -46,7 +48,7 @@ def check_snakemake_code_invalidation(work: Path) -> None:
     shutil.copytree(Path(cfgan.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
     copy = {"PYTHONPATH": str(package.parent)}
     assert planned_rules(work, copy) == set()
-    evaluations = {"fid_real", "fid", "classify", "robustness", "uncertainty", "saliency", "saliency_posthoc"}
+    evaluations = {"fid_real", "fid", "classify", "robustness", "uncertainty", "saliency", "saliency_posthoc", "adversarial_maps"}
     for change, expected in ((L1_DOUBLED, {"train", *evaluations, "report_with_masks", "all"}),  # not data, baselines, segmenters
                              (FIGURE_COLOURS, {"report_with_masks", "all"}),
                              (UNRELATED_COMMENT, set())):
@@ -63,7 +65,7 @@ def check_dvc_code_invalidation(work: Path) -> None:
     evaluations = {f"{s}_synthetic" for s in ("fid_real", "fid", "classify", "classify_baseline", "robustness",
                                                "robustness_baseline", "uncertainty", "saliency", "saliency_segmenter",
                                                "saliency_baseline", "classify_unet_classifier", "robustness_unet_classifier",
-                                               "saliency_posthoc")}
+                                               "saliency_posthoc", "adversarial_maps", "adversarial_maps_baseline")}
     for change, expected in ((L1_DOUBLED, {"train_synthetic", *evaluations}), (FIGURE_COLOURS, {"report_synthetic"}),
                              (UNRELATED_COMMENT, set())):
         text = edit(work / "src/cfgan", change)
@@ -115,6 +117,10 @@ def test_tiny_profile_end_to_end(tiny_run):
     g = cls[cls["model"] == "G"]
     specificity = (g["accuracy"] - p_damaged * g["recall"]) / (1 - p_damaged)
     assert ((g["recall"] + specificity) / 2).max() > 0.6, cls.to_string()  # balanced accuracy; the prior's is 0.5
+    # table 6: each explainer's map of clean and adversarial crops, D's and the twin's rows side by side
+    adv = pd.read_csv(results / "tables/table6_adversarial_maps.csv")
+    assert {"D", "twin"} == set(adv["model"]) and {"counterfactual", "gradcam", "posthoc"} <= set(adv["method"])
+    assert adv[["map_iou", "flip_rate", "mask_iou_clean", "mask_iou_adv"]].apply(lambda c: c.between(0, 1)).all().all()
     rob = pd.concat(pd.read_csv(p) for p in (results / "evaluations/robustness").glob("baseline-*.csv"))
     f1 = rob[rob["metric"] == "f1"].set_index("condition")["value"]
     strengths = sorted(float(c.split("=")[1]) for c in f1.index if c.startswith("pgd="))
@@ -131,9 +137,12 @@ def test_tiny_profile_end_to_end(tiny_run):
     original = overlay.read_text()
     assert "train: {" in original
     overlay.write_text(original.replace("train: {", "train: {loss: {adversarial: 1.0, auxiliary: 1.0, l1: 5.0, cycle: 1.0, vq: 1.0}, "))
-    assert planned_rules(work) == {"train", "fid", "classify", "robustness", "uncertainty", "saliency", "report_with_masks", "all"}
+    assert planned_rules(work) == {"train", "fid", "classify", "robustness", "uncertainty", "saliency", "adversarial_maps",
+                                   "report_with_masks", "all"}
     overlay.write_text(original.replace("pgd: {step_sizes: [", "pgd: {steps: 5, step_sizes: ["))
-    assert planned_rules(work) == {"robustness", "report_with_masks", "all"}
+    assert planned_rules(work) == {"robustness", "adversarial_maps", "report_with_masks", "all"}  # the same attack
+    overlay.write_text(original.replace("pgd: {step_sizes: [", "pgd: {step_sizes: [0.001, "))
+    assert planned_rules(work) == {"robustness", "report_with_masks", "all"}  # figure 3's sweep: not the maps' strengths
     overlay.write_text(original)
     assert planned_rules(work) == set()
     check_snakemake_code_invalidation(work)

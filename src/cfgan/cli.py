@@ -249,6 +249,14 @@ def cmd_saliency(args):
     _write_eval(frame, args.out)
 
 
+def cmd_adversarial_maps(args):
+    from .evaluate.adversarial_maps import run_adversarial_maps
+    with atomic_path(args.examples) as ex:
+        frame = run_adversarial_maps(_params(args, "adversarial-maps"), Path(args.manifest), Path(args.checkpoint), args.dataset, ex,
+                                     Path(args.posthoc) if args.posthoc else None)
+    _write_eval(frame, args.out)
+
+
 def cmd_saliency_references(args):
     from .evaluate.references import run_saliency_references
     with atomic_path(args.examples) as ex:
@@ -360,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     step("saliency-references", cmd_saliency_references, "the training-free saliency maps (local contrast, random, "
          "all pixels), scored like the learned ones", "manifest", "dataset", "out", "examples")
     step("robustness", cmd_robustness, "targeted PGD and Gaussian-noise sweeps", "manifest", "checkpoint", "dataset", "out")
+    am = step("adversarial-maps", cmd_adversarial_maps, "each explainer's map of test crops and of their targeted PGD "
+              "adversarials (a GAN run's D and G, or a plain twin): how far the maps move", "manifest", "checkpoint", "dataset",
+              "out", "examples")
+    am.add_argument("--posthoc", help="a plain twin's post-hoc explainer (cfgan train-posthoc), whose maps are drawn too")
     mc = step("multiclass", cmd_multiclass, "multi-class decision (one-vs-rest GANs or the K+1-class twin): macro F1, "
               "untargeted PGD and noise sweeps", "manifest", "dataset", "out")
     mc.add_argument("--checkpoints", nargs="+", required=True,

@@ -125,6 +125,23 @@ def build(files: list[str], wdir: str | None) -> dict:
                         for b in baseline_runs(merged) + unet_classifier_runs(merged)]
         report_deps += [f"{ev}/classification/references.csv"]
         report_deps += [f"{ev}/examples/{run}_counterfactuals.npz" for run in runs]
+        # each explainer's map of test crops and of their PGD adversarials (table 6, figure 6): per GAN run and per
+        # twin, with the twin's post-hoc explainer where one is trained; every data set
+        adv, twin_dir = f"{ev}/adversarial_maps", f"{r}/baselines/${{item.backbone}}-s${{item.seed}}"
+        stage(f"adversarial_maps_{ds}", f"cfgan adversarial-maps {common} --checkpoint {ckpt_gan} --out {adv}/${{item.run}}.csv "
+              f"--examples {ev}/examples/${{item.run}}_adversarial_maps.npz", [f"data/processed/{ds}", ckpt_gan],
+              [f"{adv}/${{item.run}}.csv", f"{ev}/examples/${{item.run}}_adversarial_maps.npz"], "adversarial-maps", matrix={"run": runs})
+        explainer = ([f"{r}/posthoc/${{item.backbone}}-s${{item.seed}}/checkpoint.pt"]
+                     if has_masks(merged["datasets"][ds]) and posthoc_runs(merged) else [])
+        twin_run = "baseline-${item.backbone}-s${item.seed}"
+        stage(f"adversarial_maps_baseline_{ds}", f"cfgan adversarial-maps {common} --checkpoint {twin_dir}/checkpoint.pt "
+              + "".join(f"--posthoc {p} " for p in explainer)
+              + f"--out {adv}/{twin_run}.csv --examples {ev}/examples/{twin_run}_adversarial_maps.npz",
+              [f"data/processed/{ds}", f"{twin_dir}/checkpoint.pt", *explainer],
+              [f"{adv}/{twin_run}.csv", f"{ev}/examples/{twin_run}_adversarial_maps.npz"], "adversarial-maps",
+              matrix={"backbone": backbones, "seed": seeds})
+        report_deps += [f"{ev}/{k}/{run}{ext}" for run in runs + baseline_runs(merged)
+                        for k, ext in (("adversarial_maps", ".csv"), ("examples", "_adversarial_maps.npz"))]
         if has_masks(merged["datasets"][ds]):
             archs = merged["segmenter"]["architectures"]
             seg_dir = f"{r}/segmenters/${{item.arch}}-s${{item.seed}}"

@@ -38,6 +38,10 @@ STEP_KEYS: dict[str, list[str]] = {
     "uncertainty": ["seed", "evaluate.batch_size", "compute?"],
     "saliency": ["method?", "seed", "evaluate.saliency", "evaluate.batch_size", "compute?"],
     "saliency-references": ["seed", "evaluate.saliency"],
+    # each explainer's map on test crops and their PGD adversarials: the robustness step's attack (its steps and eps;
+    # the strengths its own), the saliency step's explainers and threshold rule
+    "adversarial-maps": ["method?", "seed", "evaluate.adversarial_maps", "evaluate.pgd.steps", "evaluate.pgd.eps", "evaluate.saliency",
+                         "evaluate.batch_size", "compute?"],
     "report": ["grid", "segmenter.architectures", "report"],
 }
 # A key ending in "?" is optional: read when the params hold it, skipped when they do not.

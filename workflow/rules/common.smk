@@ -79,8 +79,15 @@ def checkpoint_of(wildcards):
     return checkpoint_path(wildcards.dataset, wildcards.run)
 
 
-TABLES = ["table1_fid", "table2_classification", "table3_fid_subsets", "table4_fakeness_correlation"]
-FIGURES = ["fig2_counterfactuals", "fig3_pgd", "fig3_noise"]
+def posthoc_of_twin(wildcards):
+    """A plain twin's post-hoc explainer where one is trained (posthoc.enabled, data with masks); none otherwise."""
+    if wildcards.run.startswith("baseline-") and wildcards.dataset in MASKED and POSTHOC:
+        return checkpoint_path(wildcards.dataset, f"posthoc-{wildcards.run.removeprefix('baseline-')}")
+    return []
+
+
+TABLES = ["table1_fid", "table2_classification", "table3_fid_subsets", "table4_fakeness_correlation", "table6_adversarial_maps"]
+FIGURES = ["fig2_counterfactuals", "fig3_pgd", "fig3_noise", "fig6_adversarial_maps"]
 MASK_TABLES = ["table5_segmentation"]
 MASK_FIGURES = ["fig4_saliency", "fig5_iou_quantiles"]
 # what `dvc metrics show` / `dvc plots show` read
@@ -99,6 +106,8 @@ REPORT_TITLES = {
     "fig3_noise": "Figure 3b: F1 under noise, D vs plain twin",
     "fig4_saliency": "Figure 4: saliency maps beside segmenters",
     "fig5_iou_quantiles": "Figure 5: IoU quantiles of every saliency method",
+    "table6_adversarial_maps": "Table 6: how far each explainer's map moves under PGD, D vs plain twin",
+    "fig6_adversarial_maps": "Figure 6: maps of clean and adversarial crops, D vs plain twin",
 }
 
 
@@ -135,6 +144,9 @@ def evaluations_of(wildcards):
               for run in runs + BASELINES + UNET_CLASSIFIERS]
     paths += [f"results/{ds}/{EXPERIMENT}/evaluations/classification/{REFERENCES}.csv"]
     paths += [f"results/{ds}/{EXPERIMENT}/evaluations/multiclass/{run}.csv" for run in multiclass_runs(config, ds)]
+    # each explainer's map of test crops and of their PGD adversarials (table 6, figure 6), on every data set
+    paths += [f"results/{ds}/{EXPERIMENT}/evaluations/{kind}/{run}{ext}" for run in runs + BASELINES
+              for kind, ext in (("adversarial_maps", ".csv"), ("examples", "_adversarial_maps.npz"))]
     if has_masks(config["datasets"][ds]):
         paths += [f"results/{ds}/{EXPERIMENT}/evaluations/saliency/{run}.csv" for run in runs + SEGMENTERS + BASELINES + [REFERENCES]]
         paths += [f"results/{ds}/{EXPERIMENT}/evaluations/examples/{run}_saliency.npz" for run in runs + SEGMENTERS + BASELINES + [REFERENCES]]

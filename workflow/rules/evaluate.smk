@@ -164,6 +164,35 @@ rule saliency:
         "--examples {output.examples} > {log} 2>&1"
 
 
+# Adversarial samples explained (table 6, figure 6): each explainer's map of test crops and of their targeted PGD
+# adversarials, per GAN run (D, and G's map) and per plain twin (and its post-hoc explainer where one is trained).
+rule adversarial_maps:
+    input:
+        manifest="data/processed/{dataset}/manifest.csv",
+        checkpoint=checkpoint_of,
+        posthoc=posthoc_of_twin,
+    output:
+        csv=f"{RES}evaluations/adversarial_maps/{{run}}.csv",
+        examples=f"{RES}evaluations/examples/{{run}}_adversarial_maps.npz",
+    wildcard_constraints:
+        run=alternatives(RUNS + BASELINES),
+    params:
+        files=PARAMS,
+        cfg=step_params("adversarial-maps"),
+        posthoc=lambda wildcards, input: f"--posthoc {input.posthoc} " if input.posthoc else "",
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
+    conda:
+        "../envs/cfgan.yaml"
+    log:
+        f"{LOGS}evaluate/adversarial_maps-{{run}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} cfgan adversarial-maps --params {params.files} --manifest {input.manifest} "
+        "--checkpoint {input.checkpoint} {params.posthoc}--dataset {wildcards.dataset} --out {output.csv} "
+        "--examples {output.examples} > {log} 2>&1"
+
+
 # The post-hoc explainers' maps (Charachon et al., a row `posthoc` per plain twin): the same step on their checkpoints.
 rule saliency_posthoc:
     input:

@@ -31,6 +31,13 @@ def _examples(path: Path, defect: str | None, keys: tuple[str, ...]) -> dict:
         return {k: f[k + tag] for k in keys}
 
 
+def _all_examples(path: Path, defect: str | None) -> dict:
+    """Every array of one task from an examples file (keys tagged `__<class>` on multi-class data), untagged."""
+    tag = f"__{defect}" if defect else ""
+    with np.load(path) as f:
+        return {k.removesuffix(tag): f[k] for k in f.files if (k.endswith(tag) if tag else "__" not in k)}
+
+
 # What a method's maps were when the examples file names no choice: one candidate, or a file of older code
 DEFAULT_FORMS = {"counterfactual": "abs", "gradcam": "per_crop"}
 
@@ -113,6 +120,22 @@ def build_report(params: dict, evaluations: Path, out: Path, params_files: list[
                               [d for (d, _), g in zip(shown, gan) for _ in g["x"]] if defects else None, forms)
         figures.fig5_iou_quantiles(sal, fdir / "fig5_iou_quantiles.png")
         written += [fdir / "fig4_saliency.png", fdir / "fig5_iou_quantiles.png"]
+    adv = _read(sorted((evaluations / "adversarial_maps").glob("*.csv")))
+    if not adv.empty:  # the adversarial samples explained: every data set (the mask IoU only where there are masks)
+        table(tables.table6_adversarial_maps(adv), "table6_adversarial_maps.csv",
+              "Table 6: how far each explainer's map moves from a test crop to its targeted PGD adversarial, D vs its plain "
+              "twin (mean over seeds, sd, n_seeds; map_iou: IoU of the clean and the adversarial map, each binarised at the "
+              "method's one threshold, 1 = unmoved; flip_rate: the attacked model's calls the attack changed; mask_iou_*: "
+              "each map's IoU with the true masks of the damaged crops)", tables._notes(adv))
+        twin = f"baseline-{show['discriminator']}-s{first_seed}"
+        task = shown[0][0]  # multi-class data: the first defect class's task
+        panels = [(who, _all_examples(ex / f"{run}_adversarial_maps.npz", task)) for who, run in (("D", shown[0][1]), ("twin", twin))
+                  if (ex / f"{run}_adversarial_maps.npz").exists()]
+        if panels:
+            figures.fig6_adversarial_maps(panels, fdir / "fig6_adversarial_maps.png",
+                                          f"Maps of {shown[0][1]}'s D and of its plain twin {twin} on test crops (clean) and on their "
+                                          "targeted PGD adversarials" + (f" ({task})" if task else ""))
+            written.append(fdir / "fig6_adversarial_maps.png")
     showcase_config = run_name(show["generator"], show["discriminator"], show["cycles"])
     write_json(out / "metrics.json", {**metrics.headline(cls, rob, unc, sal), metrics.PROVENANCE: metrics.provenance(
         params_files, [fid, cls, rob, unc, sal, mc], showcase_config)})

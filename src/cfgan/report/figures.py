@@ -137,6 +137,57 @@ def fig4_saliency(examples: dict, path: Path, title: str, segmenters: dict[str, 
     _save(fig, path)
 
 
+def _outline(ax, mask: np.ndarray, colour: str) -> None:
+    """The edge of a binary mask (nothing to draw where it is empty or full)."""
+    mask = np.asarray(mask, bool)
+    if mask.any() and not mask.all():
+        ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.5)
+
+
+def fig6_adversarial_maps(panels: list[tuple[str, dict]], path: Path, title: str) -> None:
+    """Test crops and their targeted PGD adversarials (the largest step size) with each explainer's maps of both,
+    one pair of rows (clean, adversarial) per attacked model (`panels`: [(name, the adversarial-maps step's examples)],
+    D's and the twin's, on the same crops). One colour scale per method over every map shown (named in the column's
+    title), never stretched per crop; the cyan outline is the mask the map becomes at its val-chosen threshold, the
+    green one the true mask (damaged crops of data with masks)."""
+    methods = list(dict.fromkeys(str(m) for _, ex in panels for m in ex["methods"]))
+    strength = max(float(s) for s in panels[0][1]["strengths"])
+    key = f"@{strength:g}"
+    scales = {m: method_scale([ex[k] for _, ex in panels for k in (m, m + key) if k in ex]) for m in methods}
+    n = len(panels[0][1]["x"])
+    fig, axes = plt.subplots(2 * len(panels) * n, 1 + len(methods), figsize=(1.8 * (1 + len(methods)), 1.6 * 2 * len(panels) * n),
+                             squeeze=False)
+    for i in range(n):
+        for p, (name, ex) in enumerate(panels):
+            for a, suffix in enumerate(("", key)):
+                r = (i * len(panels) + p) * 2 + a
+                x = ex["x" + suffix][i]
+                image = _img(x.astype(float) / 255 if suffix == "" else x)
+                axes[r, 0].imshow(np.clip(image, 0, 1))
+                if "mask" in ex and ex["labels"][i]:
+                    _outline(axes[r, 0], ex["mask"][i], "lime")
+                call = "damaged" if ex["pred" + suffix][i] else "undamaged"
+                flip = " (flipped)" if suffix and ex["pred" + suffix][i] != ex["pred"][i] else ""
+                label = ("damaged" if ex["labels"][i] else "undamaged") + " crop"
+                axes[r, 0].set_ylabel(f"{label}\n{name} {'clean' if not suffix else f'PGD {strength:g}'}\ncalls {call}{flip}",
+                                      fontsize=7)
+                for j, m in enumerate(methods, 1):
+                    ax = axes[r, j]
+                    ax.set_xticks([]); ax.set_yticks([])
+                    if m + suffix not in ex:
+                        ax.axis("off")
+                        continue
+                    ax.imshow(ex[m + suffix][i], cmap="magma", vmin=scales[m][0], vmax=scales[m][1])
+                    _outline(ax, ex[m + suffix][i] >= float(ex[f"{m}_threshold"]), "cyan")
+                axes[r, 0].set_xticks([]); axes[r, 0].set_yticks([])
+    axes[0, 0].set_title("crop", fontsize=8)
+    for j, m in enumerate(methods, 1):
+        who = {"counterfactual": " (G)", "posthoc": " (twin's)"}.get(m, "")
+        axes[0, j].set_title(f"{m.replace('_', ' ')}{who}\n(scale {scales[m][0]:.2g} to {scales[m][1]:.2g})", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
 def fig5_iou_quantiles(sal: pd.DataFrame, path: Path) -> None:
     """IoU at each quantile of the damaged test crops, per method and configuration: the line is
     the mean of the per-seed quantile curves, the band their standard deviation. A method drawn only on the

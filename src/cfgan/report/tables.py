@@ -183,6 +183,29 @@ def table5_notes(sal: pd.DataFrame, table: pd.DataFrame) -> str:
     return "\n".join([_notes(sal)] + lines)
 
 
+DECISION = "decision"  # evaluate/adversarial_maps.py's method of the rows about the model's own calls
+ADVERSARIAL_METRICS = ["map_iou", "map_iou_flipped", "flip_rate", "mask_iou_clean", "mask_iou_adv", "coverage_clean", "coverage_adv"]
+
+
+def table6_adversarial_maps(adv: pd.DataFrame) -> pd.DataFrame:
+    """How far each explainer's map moves from a test crop to its targeted PGD adversarial (evaluate/adversarial_maps.py),
+    per method, step size and attacked model (`model`: D of a GAN configuration, or the plain `twin`), D's and the
+    twin's rows side by side: `map_iou`, the IoU of the clean and the adversarial map binarised at the method's one
+    threshold (1: unmoved), over the attacked crops; `map_iou_flipped` over those whose call the attack flipped;
+    `flip_rate`, the model's own (the same for each of its methods); `mask_iou_clean` / `mask_iou_adv`, each map's
+    IoU with the true masks of the damaged crops (data with masks only); the coverage of both masks. `explains`:
+    whose maps (G's counterfactual explains D's adversarial crop; the post-hoc explainer the twin's)."""
+    summary = adv[adv["condition"] == "test"]
+    flips = summary[summary["metric"] == "flip_rate"][["run", "model", "strength", "value"]]
+    maps = summary[summary["method"] != DECISION][["run", "model", "method", "strength", "metric", "value"]]
+    borrowed = maps[["run", "model", "method", "strength"]].drop_duplicates().merge(flips, on=["run", "model", "strength"])
+    rows = with_config(pd.concat([maps, borrowed.assign(metric="flip_rate")], ignore_index=True))
+    rows = rows.assign(explains=[{"counterfactual": "G", "posthoc": "twin (post-hoc Gs, Ga)"}.get(m, who)
+                                 for m, who in zip(rows["method"], rows["model"])])
+    keys = _by_defect(rows, ["method", "strength", "model", "config", "explains"])
+    return over_seeds(rows, keys, ADVERSARIAL_METRICS)
+
+
 def write_table(frame: pd.DataFrame, path: Path, title: str, notes: str = "") -> None:
     write_csv(path, frame)
     body = frame.to_markdown(index=False, floatfmt=".3f")
