@@ -249,3 +249,29 @@ def test_snakemake_shows_the_tiling_on_its_console_and_sums_up_the_warnings_at_t
     assert report.returncode == 0, report.stderr[-3000:]
     html = (work / "report.html").read_text(errors="replace")
     assert "Data warnings" in html and "10 of 11 damaged crops" in html
+
+
+@pytest.mark.slow
+def test_dvc_repro_shows_the_tiling_on_its_console_and_writes_no_crops(tmp_path):
+    """The other front door: the dvc.yaml `cfgan dvc-yaml` writes for the same photos, reproduced up
+    to the crop stage in a fresh git + DVC project; the suggestion is on `dvc repro`'s console."""
+    (tmp_path / "project").mkdir()
+    work = copy_workflow(tmp_path / "project")
+    photos = vanishing_photos(tmp_path / "photos")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    (work / "my.yaml").write_text(yaml.safe_dump({"run_datasets": ["mine"], "datasets": {"mine": {
+        "source": {"kind": "local", "path": str(photos), "layout": {"kind": "images_masks", "images": "images", "masks": "masks"}},
+        "crop": {"mode": "resize", "image_size": 32}}}}))
+    (work / "dvc.yaml").unlink(missing_ok=True)
+    import shutil
+    shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))  # the stages' code deps
+    git = ["git", "-c", "user.name=cfgan-test", "-c", "user.email=test@localhost"]
+    for cmd in ([sys.executable, "-m", "cfgan.cli", "dvc-yaml", "--params", "params.yaml", "my.yaml", "--out", "dvc.yaml"],
+                [*git, "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, (cmd, proc.stderr[-2000:])
+    failed = subprocess.run([sys.executable, "-m", "dvc", "repro", "crop_mine"], cwd=work, capture_output=True, text=True, env=env)
+    assert failed.returncode != 0
+    console = failed.stdout + failed.stderr
+    assert SUGGESTION.search(console) and "cfgan crop: error:" in console, console[-3000:]
+    assert not (work / "data/processed/mine/manifest.csv").exists()

@@ -28,6 +28,10 @@ FACTORIES = {"zeros", "ones", "full", "rand", "randn", "randint", "arange", "emp
 
 # (file, enclosing function, the call as ast.unparse writes it) -> why it is CPU-side by design
 ALLOWED = {
+    ("evaluate/adversarial_maps.py", "*", "torch.arange(start, min(start + batch_size, len(split)))"):
+        "indices into the CPU-held split; split.batch(idx, device) moves the crops",
+    ("evaluate/adversarial_maps.py", "movement", "torch.as_tensor(vsub, dtype=torch.long)"):
+        "indices of a crop subset, used to index the CPU-held split",
     ("train/posthoc.py", "*", "torch.arange(start, min(start + batch_size, len(split)))"):
         "indices into the CPU-held split; split.batch(idx, device) moves the crops",
     ("train/posthoc.py", "validate", "torch.arange(start, min(start + batch_size, len(val)))"):

@@ -142,7 +142,8 @@ def test_tiny_profile_end_to_end(tiny_run):
     overlay.write_text(original.replace("pgd: {step_sizes: [", "pgd: {steps: 5, step_sizes: ["))
     assert planned_rules(work) == {"robustness", "adversarial_maps", "report_with_masks", "all"}  # the same attack
     overlay.write_text(original.replace("pgd: {step_sizes: [", "pgd: {step_sizes: [0.001, "))
-    assert planned_rules(work) == {"robustness", "report_with_masks", "all"}  # figure 3's sweep: not the maps' strengths
+    # figure 3's sweep; table 6 reads the whole attack block too (its own strengths are evaluate.adversarial_maps')
+    assert planned_rules(work) == {"robustness", "adversarial_maps", "report_with_masks", "all"}
     overlay.write_text(original)
     assert planned_rules(work) == set()
     check_snakemake_code_invalidation(work)
@@ -174,7 +175,8 @@ def test_dvc_repro_runs_the_same_steps_on_the_tiny_configuration(fault_campaign)
     overlay.write_text(original.replace("pgd: {step_sizes: [", "pgd: {steps: 5, step_sizes: ["))
     changed = subprocess.run([*dvc, "status", "workflow/profiles/tiny/dvc.yaml"], cwd=work, env=env, capture_output=True, text=True).stdout
     stages = {line.split(":")[-2].split("@")[0].strip() for line in changed.splitlines() if line.endswith(":") and "dvc.yaml:" in line}
-    assert stages == {"robustness_synthetic", "robustness_baseline_synthetic"}, changed
+    assert stages == {"robustness_synthetic", "robustness_baseline_synthetic", "robustness_unet_classifier_synthetic",
+                      "adversarial_maps_synthetic", "adversarial_maps_baseline_synthetic"}, changed
     overlay.write_text(original)
     check_dvc_code_invalidation(work)
     metrics = subprocess.run([*dvc, "metrics", "show"], cwd=work, env=env, capture_output=True, text=True)

@@ -40,7 +40,9 @@ STEP_KEYS: dict[str, list[str]] = {
     "saliency-references": ["seed", "evaluate.saliency"],
     # each explainer's map on test crops and their PGD adversarials: the robustness step's attack (its steps and eps;
     # the strengths its own), the saliency step's explainers and threshold rule
-    "adversarial-maps": ["method?", "seed", "evaluate.adversarial_maps", "evaluate.pgd.steps", "evaluate.pgd.eps", "evaluate.saliency",
+    # the whole attack block, as robustness reads it (not only its steps and eps): DVC watches only the keys a
+    # profile's file holds, and a profile that sets evaluate.pgd may add `steps` to it later
+    "adversarial-maps": ["method?", "seed", "evaluate.adversarial_maps", "evaluate.pgd", "evaluate.saliency",
                          "evaluate.batch_size", "compute?"],
     "report": ["grid", "segmenter.architectures", "report"],
 }
