@@ -25,7 +25,10 @@ def _params_section(step: str, files: list[str], base: dict, merged: dict, overl
     (an optional key only where some file holds it)."""
     keys = keys_for(step, dataset)
     required = {key for key, optional, _ in map(key_spec, keys) if not optional}
-    out: list = [k for k in present_keys(merged, keys) if has_key(base, k) or k in required]
+    # a required key goes under params.yaml only where no overlay holds it instead (a data set a user's own
+    # file declares: DVC refuses a stage whose params.yaml lacks a key it lists there)
+    out: list = [k for k in present_keys(merged, keys)
+                 if has_key(base, k) or (k in required and not any(has_key(o, k) for o in overlays))]
     for name, overlay in zip(files[1:], overlays):
         present = [k for k in present_keys(merged, keys) if has_key(overlay, k)]
         if present:
