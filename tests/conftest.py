@@ -129,3 +129,17 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def crops_from(tmp: Path, overlay: dict) -> tuple[list[str], Path]:
+    """params.yaml + `overlay` (written to tmp), through the CLI's data steps on the synthetic set;
+    returns the params files and the manifest."""
+    from cfgan.cli import main
+    (tmp / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    files = [str(ROOT / "params.yaml"), str(tmp / "overlay.yaml")]
+    assert main(["synthetic", "--params", *files, "--dataset", "synthetic", "--out", str(tmp / "raw")]) == 0
+    assert main(["split", "--params", *files, "--index", str(tmp / "raw/index.csv"), "--out", str(tmp / "s.csv")]) == 0
+    assert main(["crop", "--params", *files, "--dataset", "synthetic", "--split-index", str(tmp / "s.csv"),
+                 "--out", str(tmp / "proc")]) == 0
+    return files, tmp / "proc/manifest.csv"
+

@@ -8,14 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from cfgan.data.datasets import Split
 from cfgan.attacks import stratified_subset
 from cfgan.evaluate.adversarial_maps import COLUMNS, calls, movement
 from cfgan.evaluate.model_maps import MapMethod
-from conftest import ROOT
+from conftest import ROOT, crops_from
 
 SCORES = ("map_iou", "map_iou_flipped", "mask_iou_clean", "mask_iou_adv", "coverage_clean", "coverage_adv", "flip_rate", "flipped")
 
@@ -24,7 +23,6 @@ SCORES = ("map_iou", "map_iou_flipped", "mask_iou_clean", "mask_iou_adv", "cover
 def trained(tmp_path_factory):
     """A tiny GAN run, its plain twin and the twin's post-hoc explainer on a small generated data set (a few steps:
     the rows, not the scores), and the step's params at smoke-test sizes."""
-    from cfgan.cli import main
     from cfgan.config import load_params
     from cfgan.steps import keys_for, select
     from cfgan.train import gan
@@ -40,14 +38,8 @@ def trained(tmp_path_factory):
                                 "methods": ["occlusion", "integrated_gradients", "kernelshap_slic"],
                                 "occlusion": {"window": 8, "stride": 8}, "integrated_gradients": {"n_steps": 4},
                                 "superpixels": {"n_segments": 8, "compactness": 10.0, "n_samples": 16}}}}}
-    (tmp / "overlay.yaml").write_text(yaml.safe_dump(overlay))
-    files = [str(ROOT / "params.yaml"), str(tmp / "overlay.yaml")]
-    assert main(["synthetic", "--params", *files, "--dataset", "synthetic", "--out", str(tmp / "raw")]) == 0
-    assert main(["split", "--params", *files, "--index", str(tmp / "raw/index.csv"), "--out", str(tmp / "s.csv")]) == 0
-    assert main(["crop", "--params", *files, "--dataset", "synthetic", "--split-index", str(tmp / "s.csv"),
-                 "--out", str(tmp / "proc")]) == 0
+    files, manifest = crops_from(tmp, overlay)
     full = load_params(files)
-    manifest = tmp / "proc/manifest.csv"
     gan.train_gan(select(full, keys_for("train")), manifest, "cnn_unet-resnet3-c1-s0", tmp / "run")
     train_baseline(select(full, keys_for("train-baseline")), manifest, "resnet3", tmp / "twin", 0)
     train_posthoc(select(full, keys_for("train-posthoc")), manifest, tmp / "posthoc", 0, tmp / "twin/checkpoint.pt")

@@ -116,9 +116,7 @@ def test_turns_are_chosen_on_val_per_row_and_the_note_says_which():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny GAN run and its plain twin on a small generated data set (a few steps: the rows, not the scores)."""
-    import yaml
-    from conftest import ROOT
-    from cfgan.cli import main
+    from conftest import crops_from
     from cfgan.config import load_params
     from cfgan.steps import keys_for, select
     from cfgan.train import gan
@@ -128,14 +126,8 @@ def trained(tmp_path_factory):
                "generator": {"cnn_unet": {"width": 8, "depth": 2}}, "discriminator": {"resnet3": {"width": 8}},
                "train": {"steps": 4, "batch_size": 8, "val_every": 2}, "baseline": {"steps": 4, "batch_size": 8},
                "evaluate": {"batch_size": 32}}
-    (tmp / "overlay.yaml").write_text(yaml.safe_dump(overlay))
-    files = [str(ROOT / "params.yaml"), str(tmp / "overlay.yaml")]
-    assert main(["synthetic", "--params", *files, "--dataset", "synthetic", "--out", str(tmp / "raw")]) == 0
-    assert main(["split", "--params", *files, "--index", str(tmp / "raw/index.csv"), "--out", str(tmp / "s.csv")]) == 0
-    assert main(["crop", "--params", *files, "--dataset", "synthetic", "--split-index", str(tmp / "s.csv"),
-                 "--out", str(tmp / "proc")]) == 0
+    files, manifest = crops_from(tmp, overlay)
     full = load_params(files)
-    manifest = tmp / "proc/manifest.csv"
     gan.train_gan(select(full, keys_for("train")), manifest, "cnn_unet-resnet3-c1-s0", tmp / "run")
     train_baseline(select(full, keys_for("train-baseline")), manifest, "resnet3", tmp / "twin", 0)
     params = select(full, keys_for("saliency"))
